@@ -1,0 +1,94 @@
+"""Input validation shared by the op launchers and their fake kernels.
+
+Every failure names the argument: ``TypeError`` for a wrong dtype or Python type, ``ValueError``
+for rank, shape, device, layout or value problems. Metadata checks run everywhere (also under
+``torch.compile`` tracing); value checks read tensor contents and are skipped on meta/fake tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def tensor(name: str, t, dtypes: torch.dtype | Sequence[torch.dtype], ndim: int | Sequence[int] | None = None,
+           device: Optional[torch.device] = None) -> torch.Tensor:
+    """Check that ``t`` is a tensor of one of ``dtypes`` (and rank ``ndim``, on ``device``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    allowed = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
+    if t.dtype not in allowed:
+        names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{name} must have dtype {names}, got {str(t.dtype).replace('torch.', '')}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in ranks:
+            raise ValueError(f"{name} must have rank {' or '.join(map(str, ranks))}, got shape {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
+    return t
+
+
+def shape(name: str, t: torch.Tensor, expected: Iterable[int]) -> None:
+    expected = tuple(expected)
+    if tuple(t.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+
+
+def nonempty(name: str, t: torch.Tensor, dims: Iterable[int]) -> None:
+    for d in dims:
+        if t.shape[d] == 0:
+            raise ValueError(f"{name} has an empty dimension {d} (shape {tuple(t.shape)}); sizes must be >= 1")
+
+
+def contiguous(name: str, t: torch.Tensor) -> None:
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (strides {t.stride()} for shape {tuple(t.shape)})")
+
+
+def last_dim_contiguous(name: str, t: torch.Tensor) -> None:
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name} must have unit stride in its last dimension, got strides {t.stride()}")
+
+
+def int_in_range(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value}")
+    return value
+
+
+def zero_point(name: str, value) -> int:
+    """Zero points are in the stored int8 domain: ``uint8 zero point - 128``."""
+    return int_in_range(name, value, INT8_MIN, INT8_MAX)
+
+
+def _readable(t: torch.Tensor) -> bool:
+    return t.device.type != "meta" and not isinstance(t, torch._subclasses.fake_tensor.FakeTensor)
+
+
+def values_in_range(name: str, t: torch.Tensor, lo: int, hi: int) -> None:
+    """Every element of integer tensor ``t`` in ``[lo, hi]`` (skipped for fake tensors)."""
+    if not _readable(t) or t.numel() == 0:
+        return
+    t_min, t_max = int(t.min()), int(t.max())
+    if t_min < lo or t_max > hi:
+        raise ValueError(f"{name} values must lie in [{lo}, {hi}], got [{t_min}, {t_max}]")
+
+
+def finite(name: str, t: torch.Tensor) -> None:
+    if _readable(t) and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def positive_finite(name: str, t: torch.Tensor) -> None:
+    if not _readable(t) or t.numel() == 0:
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf")
+    if not bool((t > 0).all()):
+        raise ValueError(f"{name} must be > 0, got min {float(t.min())}")

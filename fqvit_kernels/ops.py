@@ -1,0 +1,502 @@
+"""The ``torch.ops.fqvit`` operators: schemas, input validation, fake kernels, default kernels.
+
+Every op is declared once here with :func:`torch.library.custom_op`. Its default kernel (any
+device) validates the inputs and runs the integer reference in :mod:`fqvit_kernels.reference`;
+:mod:`fqvit_kernels.backends` replaces the CPU kernel by the C++ extension and the CUDA kernel by
+Triton when those are available. The fake kernels run the same metadata validation, so shape
+and dtype errors surface identically under ``torch.compile``.
+
+Validation raises ``TypeError`` (wrong dtype / Python type) or ``ValueError`` (rank, shape, device,
+layout, out-of-range values), always naming the argument. Checks that read tensor *values*
+(parameter ranges, overflow headroom, NaN in float inputs) can be switched off with
+:func:`value_checks` once the parameters are known good, e.g. inside a converted block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterator, Optional
+
+import torch
+from torch.library import custom_op
+
+from . import _checks as chk
+from . import reference as ref
+
+__all__ = [
+    "OP_NAMES",
+    "value_checks",
+    "value_checks_enabled",
+    "int8_matmul",
+    "int8_linear",
+    "ptf_layernorm",
+    "log_int_softmax",
+    "log_attn_v",
+    "attention_scores",
+    "int_attention",
+    "quantize",
+    "dequantize",
+]
+
+#: Limits documented in docs/numerics.md (each keeps every intermediate inside its integer type).
+MAX_GEMM_K = 131071  # 128 * 128 * K < 2**31
+MAX_LN_CHANNELS = 8192
+MAX_PTF_ALPHA = 3
+MAX_HEAD_DIM = 33025  # 255 * 255 * D < 2**31
+MAX_LUT_LENGTH = 1 << 16
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+_VALUE_CHECKS = True
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Context manager turning the value-reading checks on or off (metadata checks always run)."""
+    global _VALUE_CHECKS
+    previous, _VALUE_CHECKS = _VALUE_CHECKS, bool(enabled)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS = previous
+
+
+def value_checks_enabled() -> bool:
+    return _VALUE_CHECKS and not torch.compiler.is_compiling()
+
+
+def _multiplier(name: str, t: torch.Tensor, device, n: int, signed: bool = False) -> None:
+    chk.tensor(name, t, torch.int32, 1, device)
+    chk.shape(name, t, (n,))
+    if value_checks_enabled() and not signed:
+        chk.values_in_range(name, t, 0, INT32_MAX)
+
+
+def _shift(name: str, t: torch.Tensor, device, n: int) -> None:
+    chk.tensor(name, t, torch.int32, 1, device)
+    chk.shape(name, t, (n,))
+    if value_checks_enabled():
+        chk.values_in_range(name, t, 1, 62)
+
+
+def _scalar_requant(prefix: str, multiplier: int, shift: int) -> None:
+    chk.int_in_range(f"{prefix}_multiplier", multiplier, 0, INT32_MAX)
+    chk.int_in_range(f"{prefix}_shift", shift, 1, 62)
+
+
+# ----------------------------------------------------------------------------------------------
+# int8_matmul
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_gemm_operands(a: torch.Tensor, b: torch.Tensor, a_name: str, b_name: str):
+    chk.tensor(a_name, a, torch.int8, 2)
+    chk.tensor(b_name, b, torch.int8, 2, a.device)
+    chk.nonempty(a_name, a, (1,))
+    chk.nonempty(b_name, b, (0,))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{a_name} has K={a.shape[1]} but {b_name} has K={b.shape[1]} (both are [*, K])")
+    if a.shape[1] > MAX_GEMM_K:
+        raise ValueError(f"K={a.shape[1]} exceeds {MAX_GEMM_K}: the int32 accumulator could overflow")
+    return a.shape[0], b.shape[0], a.shape[1]
+
+
+@custom_op("fqvit::int8_matmul", mutates_args=())
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int8 ``a [M, K]`` @ int8 ``b [N, K]``ᵀ → int32 ``[M, N]``, exact (``K <= 131071``)."""
+    _check_gemm_operands(a, b, "a", "b")
+    return ref.int8_matmul(a, b)
+
+
+@int8_matmul.register_fake
+def _(a, b):
+    m, n, _ = _check_gemm_operands(a, b, "a", "b")
+    return a.new_empty((m, n), dtype=torch.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# int8_linear
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+                       residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
+                       final_zero_point):
+    m, n, k = _check_gemm_operands(x, weight, "x", "weight")
+    dev = x.device
+    chk.tensor("bias", bias, torch.int32, 1, dev)
+    chk.shape("bias", bias, (n,))
+    _multiplier("multiplier", multiplier, dev, n)
+    _shift("shift", shift, dev, n)
+    chk.int_in_range("output_zero_point", output_zero_point, -(2**31), INT32_MAX)
+    if value_checks_enabled():
+        headroom = INT32_MAX - 128 * 128 * k
+        chk.values_in_range("bias", bias, -headroom, headroom)
+    if gelu_lut is not None:
+        if residual is not None:
+            raise ValueError("gelu_lut and residual are exclusive epilogues (fc1 uses the table, proj/fc2 the residual)")
+        chk.tensor("gelu_lut", gelu_lut, torch.int8, 1, dev)
+        if not 2 <= gelu_lut.numel() <= MAX_LUT_LENGTH:
+            raise ValueError(f"gelu_lut must have 2..{MAX_LUT_LENGTH} entries, got {gelu_lut.numel()}")
+    else:
+        chk.zero_point("output_zero_point", output_zero_point)
+    residual_parts = (branch_multiplier, residual_multiplier, residual_shift)
+    if residual is None:
+        if any(p is not None for p in residual_parts):
+            raise ValueError("branch_multiplier, residual_multiplier and residual_shift need a residual tensor")
+    else:
+        chk.tensor("residual", residual, torch.int8, 2, dev)
+        chk.shape("residual", residual, (m, n))
+        if any(p is None for p in residual_parts):
+            raise ValueError("residual needs branch_multiplier, residual_multiplier and residual_shift")
+        chk.zero_point("residual_zero_point", residual_zero_point)
+        chk.zero_point("final_zero_point", final_zero_point)
+        _multiplier("branch_multiplier", branch_multiplier, dev, n)
+        _multiplier("residual_multiplier", residual_multiplier, dev, n)
+        _shift("residual_shift", residual_shift, dev, n)
+    return m, n
+
+
+@custom_op("fqvit::int8_linear", mutates_args=())
+def int8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    multiplier: torch.Tensor,
+    shift: torch.Tensor,
+    output_zero_point: int,
+    gelu_lut: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    residual_zero_point: int = 0,
+    branch_multiplier: Optional[torch.Tensor] = None,
+    residual_multiplier: Optional[torch.Tensor] = None,
+    residual_shift: Optional[torch.Tensor] = None,
+    final_zero_point: int = 0,
+) -> torch.Tensor:
+    """Quantized linear with fused requantization (+ GELU table or residual); see reference."""
+    _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+                       residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
+                       final_zero_point)
+    return ref.int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+                           residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
+                           final_zero_point)
+
+
+@int8_linear.register_fake
+def _(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut=None, residual=None,
+      residual_zero_point=0, branch_multiplier=None, residual_multiplier=None, residual_shift=None,
+      final_zero_point=0):
+    m, n = _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+                              residual_zero_point, branch_multiplier, residual_multiplier,
+                              residual_shift, final_zero_point)
+    return x.new_empty((m, n), dtype=torch.int8)
+
+
+# ----------------------------------------------------------------------------------------------
+# ptf_layernorm
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point):
+    chk.tensor("x", x, torch.int8, 2)
+    chk.nonempty("x", x, (1,))
+    chk.contiguous("x", x)
+    c = x.shape[1]
+    if c > MAX_LN_CHANNELS:
+        raise ValueError(f"x has C={c} channels; ptf_layernorm supports at most {MAX_LN_CHANNELS}")
+    dev = x.device
+    chk.zero_point("input_zero_point", input_zero_point)
+    chk.zero_point("output_zero_point", output_zero_point)
+    chk.tensor("ptf_alpha", ptf_alpha, torch.int32, 1, dev)
+    chk.shape("ptf_alpha", ptf_alpha, (c,))
+    _multiplier("weight_multiplier", weight_multiplier, dev, c, signed=True)
+    chk.tensor("bias", bias, torch.int64, 1, dev)
+    chk.shape("bias", bias, (c,))
+    _shift("shift", shift, dev, c)
+    if value_checks_enabled():
+        chk.values_in_range("ptf_alpha", ptf_alpha, 0, MAX_PTF_ALPHA)
+        chk.values_in_range("bias", bias, -(2**60), 2**60)
+    return x.shape
+
+
+@custom_op("fqvit::ptf_layernorm", mutates_args=())
+def ptf_layernorm(
+    x: torch.Tensor,
+    input_zero_point: int,
+    ptf_alpha: torch.Tensor,
+    weight_multiplier: torch.Tensor,
+    bias: torch.Tensor,
+    shift: torch.Tensor,
+    output_zero_point: int,
+) -> torch.Tensor:
+    """Integer LayerNorm of PTF-quantized int8 rows ``[M, C]`` → int8 ``[M, C]``; see reference."""
+    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
+    return ref.ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
+
+
+@ptf_layernorm.register_fake
+def _(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point):
+    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
+    return torch.empty_like(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# log_int_softmax, log_attn_v, attention_scores, int_attention
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_exp_table(exp_table: torch.Tensor, device, row_length: int) -> None:
+    chk.tensor("exp_table", exp_table, torch.int64, 1, device)
+    chk.shape("exp_table", exp_table, (256,))
+    if value_checks_enabled():
+        chk.values_in_range("exp_table", exp_table, 0, INT64_MAX)
+        top = int(exp_table.max()) if chk._readable(exp_table) else 0
+        if top * row_length > INT64_MAX:
+            raise ValueError(
+                f"exp_table max {top} times {row_length} keys overflows int64: the score scale is too "
+                "small for this sequence length (see docs/numerics.md)"
+            )
+        if chk._readable(exp_table) and int(exp_table[0]) <= 0:
+            raise ValueError("exp_table[0] (the row maximum's exponent) must be > 0")
+
+
+def _check_log_int_softmax(scores, exp_table, bits):
+    chk.tensor("scores", scores, torch.int8)
+    if scores.dim() < 1:
+        raise ValueError("scores must have rank >= 1 (softmax runs along the last dim)")
+    chk.nonempty("scores", scores, (-1,))
+    _check_exp_table(exp_table, scores.device, scores.shape[-1])
+    chk.int_in_range("bits", bits, 1, 8)
+
+
+@custom_op("fqvit::log_int_softmax", mutates_args=())
+def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """FQ-ViT Log-Int-Softmax along the last dim: int8 scores → uint8 codes (255 = masked)."""
+    _check_log_int_softmax(scores, exp_table, bits)
+    return ref.log_int_softmax(scores, exp_table, bits)
+
+
+@log_int_softmax.register_fake
+def _(scores, exp_table, bits=4):
+    _check_log_int_softmax(scores, exp_table, bits)
+    return torch.empty_like(scores, dtype=torch.uint8)
+
+
+def _check_log_attn_v(codes, v, v_zero_point):
+    chk.tensor("codes", codes, torch.uint8)
+    chk.tensor("v", v, torch.int8, None, codes.device)
+    if codes.dim() < 2 or v.dim() != codes.dim():
+        raise ValueError(f"codes [..., Nq, Nk] and v [..., Nk, D] must have the same rank >= 2, "
+                         f"got {tuple(codes.shape)} and {tuple(v.shape)}")
+    if codes.shape[:-2] != v.shape[:-2] or codes.shape[-1] != v.shape[-2]:
+        raise ValueError(f"codes {tuple(codes.shape)} and v {tuple(v.shape)} do not match as [..., Nq, Nk] @ [..., Nk, D]")
+    chk.nonempty("codes", codes, (-1,))
+    chk.nonempty("v", v, (-1,))
+    chk.zero_point("v_zero_point", v_zero_point)
+    if value_checks_enabled() and chk._readable(codes) and codes.numel():
+        # |out| <= 255 * sum_j 2**(15 - k_ij); LIS codes keep that sum below 3 * 2**15.
+        weight_sum = ref._lis_weights(codes).sum(dim=-1).max()
+        if int(weight_sum) * 255 > INT32_MAX:
+            raise ValueError("codes give attention weights summing past 2**31 / 255: not LIS codes "
+                             "(sum_j 2**-k must stay below 256), the int32 output would overflow")
+    return (*codes.shape[:-1], v.shape[-1])
+
+
+@custom_op("fqvit::log_attn_v", mutates_args=())
+def log_attn_v(codes: torch.Tensor, v: torch.Tensor, v_zero_point: int) -> torch.Tensor:
+    """``sum_j (v_j - zp) * 2**(15 - k_ij)``: log2-coded attention times int8 V → int32."""
+    _check_log_attn_v(codes, v, v_zero_point)
+    return ref.log_attn_v(codes, v, v_zero_point)
+
+
+@log_attn_v.register_fake
+def _(codes, v, v_zero_point):
+    return v.new_empty(_check_log_attn_v(codes, v, v_zero_point), dtype=torch.int32)
+
+
+def _check_qk(q, k, names=("q", "k")):
+    chk.tensor(names[0], q, torch.int8)
+    chk.tensor(names[1], k, torch.int8, None, q.device)
+    if q.dim() < 2 or k.dim() != q.dim():
+        raise ValueError(f"{names[0]} and {names[1]} must have the same rank >= 2, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{names[0]} {tuple(q.shape)} and {names[1]} {tuple(k.shape)} must share batch dims and head dim")
+    chk.nonempty(names[0], q, range(q.dim()))
+    chk.nonempty(names[1], k, range(k.dim()))
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {q.shape[-1]} exceeds {MAX_HEAD_DIM}: q·k could overflow int32")
+
+
+def _check_attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point):
+    _check_qk(q, k)
+    chk.zero_point("qkv_zero_point", qkv_zero_point)
+    chk.zero_point("score_zero_point", score_zero_point)
+    _scalar_requant("score", score_multiplier, score_shift)
+    return (*q.shape[:-1], k.shape[-2])
+
+
+@custom_op("fqvit::attention_scores", mutates_args=())
+def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, score_multiplier: int,
+                     score_shift: int, score_zero_point: int) -> torch.Tensor:
+    """int8 attention scores ``[..., Nq, Nk]`` on the LIS input grid (FQ-ViT ``qact_attn1``)."""
+    _check_attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
+    return ref.attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
+
+
+@attention_scores.register_fake
+def _(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point):
+    out_shape = _check_attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
+    return q.new_empty(out_shape, dtype=torch.int8)
+
+
+def _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                         exp_table, out_multiplier, out_shift, out_zero_point):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        chk.tensor(name, t, torch.int8, 4, q.device if name != "q" else None)
+        chk.last_dim_contiguous(name, t)
+    if not q.shape == k.shape == v.shape:
+        raise ValueError(f"q, k, v must share one shape [B, H, N, D], got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    _check_attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
+    _check_exp_table(exp_table, q.device, q.shape[2])
+    _scalar_requant("out", out_multiplier, out_shift)
+    chk.zero_point("out_zero_point", out_zero_point)
+    return q.shape
+
+
+def _attention_output(q: torch.Tensor) -> torch.Tensor:
+    """Output of int_attention: shape [B, H, N, D], memory [B, N, H, D] (ready for the proj GEMM)."""
+    b, h, n, d = q.shape
+    return q.new_empty((b, n, h, d), dtype=torch.int8).transpose(1, 2)
+
+
+@custom_op("fqvit::int_attention", mutates_args=())
+def int_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    qkv_zero_point: int,
+    score_multiplier: int,
+    score_shift: int,
+    score_zero_point: int,
+    exp_table: torch.Tensor,
+    out_multiplier: int,
+    out_shift: int,
+    out_zero_point: int,
+) -> torch.Tensor:
+    """Fused integer attention (scores → 4-bit LIS → shift P@V → requant) of int8 ``[B, H, N, D]``."""
+    _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                         exp_table, out_multiplier, out_shift, out_zero_point)
+    return ref.int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                             exp_table, out_multiplier, out_shift, out_zero_point)
+
+
+@int_attention.register_fake
+def _(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, exp_table,
+      out_multiplier, out_shift, out_zero_point):
+    _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                         exp_table, out_multiplier, out_shift, out_zero_point)
+    return _attention_output(q)
+
+
+# ----------------------------------------------------------------------------------------------
+# quantize / dequantize (model boundary)
+# ----------------------------------------------------------------------------------------------
+
+_FLOAT_TYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_scale(scale: torch.Tensor, x: torch.Tensor) -> None:
+    chk.tensor("scale", scale, torch.float32, None, x.device)
+    channels = x.shape[-1] if x.dim() else 1
+    if scale.numel() != 1 and (scale.dim() != 1 or scale.numel() != channels):
+        raise ValueError(f"scale must have one value or one per channel ({channels}), got shape {tuple(scale.shape)}")
+    if value_checks_enabled():
+        chk.positive_finite("scale", scale)
+
+
+def _check_quantize(x, scale, zero_point):
+    chk.tensor("x", x, _FLOAT_TYPES)
+    _check_scale(scale, x)
+    chk.zero_point("zero_point", zero_point)
+    if value_checks_enabled():
+        chk.finite("x", x)
+
+
+@custom_op("fqvit::quantize", mutates_args=())
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: int) -> torch.Tensor:
+    """Float → int8 like FQ-ViT's uint8 quantizer (stored as code - 128); per-tensor or PTF scale."""
+    _check_quantize(x, scale, zero_point)
+    return ref.quantize(x, scale, zero_point)
+
+
+@quantize.register_fake
+def _(x, scale, zero_point):
+    _check_quantize(x, scale, zero_point)
+    return torch.empty_like(x, dtype=torch.int8)
+
+
+def _check_dequantize(x, scale, zero_point):
+    chk.tensor("x", x, torch.int8)
+    _check_scale(scale, x)
+    chk.zero_point("zero_point", zero_point)
+
+
+@custom_op("fqvit::dequantize", mutates_args=())
+def dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: int) -> torch.Tensor:
+    """int8 → float32 ``(x - zero_point) * scale``; per-tensor or per-channel (last dim) scale."""
+    _check_dequantize(x, scale, zero_point)
+    return ref.dequantize(x, scale, zero_point)
+
+
+@dequantize.register_fake
+def _(x, scale, zero_point):
+    _check_dequantize(x, scale, zero_point)
+    return torch.empty_like(x, dtype=torch.float32)
+
+
+#: Every op of the ``fqvit`` namespace, by name.
+OPS = {
+    "int8_matmul": int8_matmul,
+    "int8_linear": int8_linear,
+    "ptf_layernorm": ptf_layernorm,
+    "log_int_softmax": log_int_softmax,
+    "log_attn_v": log_attn_v,
+    "attention_scores": attention_scores,
+    "int_attention": int_attention,
+    "quantize": quantize,
+    "dequantize": dequantize,
+}
+OP_NAMES = tuple(OPS)
+
+#: Which implementation serves each op on each device type (updated by :func:`register_backend`).
+BACKEND: Dict[str, Dict[str, str]] = {name: {"cpu": "reference", "cuda": "reference"} for name in OPS}
+
+#: The validation each kernel runs first; same argument order as the op.
+CHECKS: Dict[str, Callable[..., object]] = {
+    "int8_matmul": lambda a, b: _check_gemm_operands(a, b, "a", "b"),
+    "int8_linear": _check_int8_linear,
+    "ptf_layernorm": _check_ptf_layernorm,
+    "log_int_softmax": _check_log_int_softmax,
+    "log_attn_v": _check_log_attn_v,
+    "attention_scores": _check_attention_scores,
+    "int_attention": _check_int_attention,
+    "quantize": _check_quantize,
+    "dequantize": _check_dequantize,
+}
+
+
+def register_backend(name: str, device_type: str, impl: Callable[..., torch.Tensor], label: str) -> None:
+    """Serve op ``name`` on ``device_type`` with ``impl`` (same positional arguments as the op).
+
+    The registered kernel runs the op's validation first, so every backend raises the same errors.
+    """
+    check = CHECKS[name]
+
+    def kernel(*args):
+        check(*args)
+        return impl(*args)
+
+    kernel.__name__ = f"{name}_{label}"
+    OPS[name].register_kernel(device_type, kernel)
+    BACKEND[name][device_type] = label

@@ -1,0 +1,31 @@
+"""Builds the optional C++ CPU extension ``fqvit_kernels._C`` from ``csrc/``.
+
+Set ``FQVIT_NO_EXTENSION=1`` to install the pure-Python package only (the CPU ops then run the
+PyTorch reference, with one warning at import).
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+ext_modules = []
+cmdclass = {}
+sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+
+if sources and os.environ.get("FQVIT_NO_EXTENSION", "0") != "1":
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    ext_modules.append(
+        CppExtension(
+            name="fqvit_kernels._C",
+            sources=sources,
+            extra_compile_args={"cxx": ["-O3", "-std=c++17", *openmp]},
+            extra_link_args=openmp,
+        )
+    )
+    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
+
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

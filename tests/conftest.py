@@ -1,0 +1,26 @@
+"""Fresh random seed per session (reproducible with FQVIT_SEED=<n>), one generator per test."""
+
+import os
+import random
+import warnings
+import zlib
+
+import pytest
+import torch
+
+# Import once here so the single "extension missing" warning does not repeat in every test.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    import fqvit_kernels  # noqa: F401
+
+SEED = int(os.environ.get("FQVIT_SEED", random.randrange(2**31)))
+
+
+def pytest_report_header(config):
+    return f"fqvit seed: FQVIT_SEED={SEED} (set it to replay this run)"
+
+
+@pytest.fixture
+def gen(request) -> torch.Generator:
+    """A CPU generator seeded from the session seed and the test id."""
+    return torch.Generator().manual_seed(SEED + zlib.crc32(request.node.nodeid.encode()))
