@@ -1,0 +1,193 @@
+"""GPU microbenchmarks: each fqvit op against the baselines a user would otherwise pick.
+
+* ``int8_linear`` (plain / GELU table / residual epilogues) vs cuBLAS bf16 ``F.linear``,
+  ``torch._int_mm`` followed by a separate requantization, and FP8 row-wise ``torch._scaled_mm``;
+  the four ViT-S/B/L linears at batch 1, 64, 256 (M = batch·197).
+* ``int_attention`` vs SDPA bf16 and vs the unfused fqvit ops, ViT-S/B/L heads, N = 197 and 577.
+* ``ptf_layernorm`` vs ``F.layer_norm`` bf16, in GB/s next to a measured device copy.
+* ``log_int_softmax`` vs ``torch.softmax`` bf16.
+
+Every fqvit kernel's output is checked against the reference on an independent slice (rows,
+or one batch item) before it is timed. Inputs are already int8: quantization cost is excluded.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List
+
+import torch
+import torch.nn.functional as F
+
+from common import Context, Row, time_fn
+from fqvit_kernels import reference as ref, testing
+
+# (model, embed dim, heads, mlp dim)
+MODELS = [("vit_s", 384, 6, 1536), ("vit_b", 768, 12, 3072), ("vit_l", 1024, 16, 4096)]
+TOKENS = 197
+
+
+def _linears(dim: int, mlp: int):
+    return [("qkv", 3 * dim, dim, "plain"), ("proj", dim, dim, "residual"), ("fc1", mlp, dim, "gelu"),
+            ("fc2", dim, mlp, "residual")]
+
+
+def _check(name: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
+    testing.assert_equal(actual.cpu(), expected.cpu(), f"{name} before timing")
+
+
+def _row(section, kernel, shape, provider, ctx, fn, baseline=None, work=None, unit=None, note=""):
+    med, p20, p80 = time_fn(ctx, fn)
+    return Row(section, kernel, shape, provider, med, p20, p80, baseline, work, unit, note)
+
+
+def _first_rows(case: testing.OpCase, rows: int) -> tuple:
+    """Arguments of the same op restricted to the first ``rows`` rows of x (and residual)."""
+    args = list(case.args)
+    args[0] = args[0][:rows]
+    if len(args) > 7 and args[7] is not None:
+        args[7] = args[7][:rows]
+    return tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def linear_rows(ctx: Context, dev: str) -> List[Row]:
+    rows: List[Row] = []
+    batches = [1, 64] if ctx.quick else [1, 64, 256]
+    models = MODELS[1:2] if ctx.quick else MODELS
+    gen = torch.Generator().manual_seed(0)
+    for model, dim, _, mlp in models:
+        for batch in batches:
+            m = batch * TOKENS
+            for layer, n, k, epilogue in _linears(dim, mlp):
+                kernel = f"linear {model}.{layer}"
+                if not ctx.wants(kernel) and not ctx.wants("linear"):
+                    continue
+                case = testing.linear_case(m, n, k, gen, epilogue).to(dev)
+                shape = f"M={m} N={n} K={k}"
+                out = case.run()
+                _check(kernel, out[:64], ref.int8_linear(*_first_rows(case, 64)))
+                ops = 2.0 * m * n * k
+                x, w = case.args[0], case.args[1]
+                rows.append(_row("linear", kernel, shape, f"fqvit int8 +{epilogue}", ctx, case.run,
+                                 "cuBLAS bf16", ops, "op"))
+                xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
+                rows.append(_row("linear", kernel, shape, "cuBLAS bf16", ctx, lambda: F.linear(xb, wb), None, ops, "op"))
+                rows.extend(_int_mm_row(ctx, kernel, shape, case, ops))
+                rows.extend(_fp8_row(ctx, kernel, shape, x, w, ops))
+    return rows
+
+
+def _int_mm_row(ctx, kernel, shape, case, ops) -> List[Row]:
+    x, w, bias, mult, shift, zp = case.args[:6]
+    def int_mm_then_requant():
+        acc = torch._int_mm(x, w.t()) + bias  # w.t(): [K, N] column-major, cuBLASLt's int8 layout
+        scaled = (acc.to(torch.int64) * mult + (1 << (shift.to(torch.int64) - 1))) >> shift
+        return torch.clamp(scaled + zp, -128, 127).to(torch.int8)
+
+    try:
+        int_mm_then_requant()
+    except RuntimeError as exc:  # shape constraints of _int_mm (M > 16, K and N multiples of 8)
+        return [Row("linear", kernel, shape, "torch._int_mm +requant", float("nan"), float("nan"), float("nan"),
+                    note=f"unsupported: {str(exc)[:60]}")]
+    return [_row("linear", kernel, shape, "torch._int_mm +requant", ctx, int_mm_then_requant, None, ops, "op")]
+
+
+def _fp8_row(ctx, kernel, shape, x, w, ops) -> List[Row]:
+    if not hasattr(torch, "float8_e4m3fn") or x.device.type != "cuda":
+        return []
+    xf = x.to(torch.float32).to(torch.float8_e4m3fn)
+    wf = w.to(torch.float32).to(torch.float8_e4m3fn)
+    sx = torch.ones(x.shape[0], 1, device=x.device)
+    sw = torch.ones(1, w.shape[0], device=x.device)
+
+    def fp8():
+        return torch._scaled_mm(xf, wf.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)
+
+    try:
+        fp8()
+    except RuntimeError as exc:
+        return [Row("linear", kernel, shape, "FP8 rowwise _scaled_mm", float("nan"), float("nan"), float("nan"),
+                    note=f"unsupported: {str(exc)[:60]}")]
+    return [_row("linear", kernel, shape, "FP8 rowwise _scaled_mm", ctx, fp8, None, ops, "op")]
+
+
+def attention_rows(ctx: Context, dev: str) -> List[Row]:
+    rows: List[Row] = []
+    if not ctx.wants("attention"):
+        return rows
+    gen = torch.Generator().manual_seed(1)
+    batch = 8 if ctx.quick else 64
+    models = MODELS[1:2] if ctx.quick else MODELS
+    for model, dim, heads, _ in models:
+        d = dim // heads
+        for n in ([197] if ctx.quick else [197, 577]):
+            case = testing.attention_case(batch, heads, n, d, gen).to(dev)
+            kernel = f"attention {model}"
+            shape = f"B={batch} H={heads} N={n} D={d}"
+            out = case.run()
+            one = tuple(a[:1].cpu() if isinstance(a, torch.Tensor) and a.dim() == 4 else
+                        (a.cpu() if isinstance(a, torch.Tensor) else a) for a in case.args)
+            _check(kernel, out[:1], ref.int_attention(*one))
+            rows.append(_row("attention", kernel, shape, "fqvit int_attention", ctx, case.run, "SDPA bf16"))
+            q, k, v = (t.to(torch.bfloat16) for t in case.args[:3])
+            rows.append(_row("attention", kernel, shape, "SDPA bf16", ctx,
+                             lambda: F.scaled_dot_product_attention(q, k, v)))
+            rows.append(_row("attention", kernel, shape, "fqvit unfused ops", ctx, _unfused(case), "SDPA bf16"))
+    return rows
+
+
+def _unfused(case: testing.OpCase) -> Callable[[], torch.Tensor]:
+    q, k, v, zp, s_mult, s_shift, s_zp, table, o_mult, o_shift, o_zp = case.args
+
+    def run():
+        scores = torch.ops.fqvit.attention_scores(q, k, zp, s_mult, s_shift, s_zp)
+        codes = torch.ops.fqvit.log_int_softmax(scores, table, 4)
+        context = torch.ops.fqvit.log_attn_v(codes, v, zp)
+        return ref.requantize(context, o_mult, o_shift, o_zp)
+
+    return run
+
+
+def norm_softmax_rows(ctx: Context, dev: str) -> List[Row]:
+    rows: List[Row] = []
+    gen = torch.Generator().manual_seed(2)
+    batch = 8 if ctx.quick else 64
+    models = MODELS[1:2] if ctx.quick else MODELS
+    if ctx.wants("layernorm"):
+        big = torch.empty(256 * 2**20, dtype=torch.uint8, device=dev)
+        dst = torch.empty_like(big)
+        rows.append(_row("norm", "device copy", "256 MiB", "copy_", ctx, lambda: dst.copy_(big), None,
+                         2.0 * big.numel(), "B"))
+        del big, dst
+        for model, dim, _, _ in models:
+            m = batch * TOKENS
+            case = testing.layernorm_case(m, dim, gen).to(dev)
+            kernel = f"layernorm {model}"
+            shape = f"M={m} C={dim}"
+            out = case.run()
+            _check(kernel, out[:64], ref.ptf_layernorm(*_first_rows(case, 64)))
+            rows.append(_row("norm", kernel, shape, "fqvit ptf_layernorm", ctx, case.run, "F.layer_norm bf16",
+                             2.0 * m * dim, "B"))
+            xb = torch.randn(m, dim, device=dev, dtype=torch.bfloat16)
+            wb = torch.ones(dim, device=dev, dtype=torch.bfloat16)
+            rows.append(_row("norm", kernel, shape, "F.layer_norm bf16", ctx,
+                             lambda: F.layer_norm(xb, (dim,), wb, wb), None, 4.0 * m * dim, "B"))
+    if ctx.wants("softmax"):
+        for model, dim, heads, _ in models:
+            case = testing.scores_case((batch, heads, TOKENS, TOKENS), gen).to(dev)
+            kernel = f"softmax {model}"
+            shape = f"B={batch} H={heads} N={TOKENS}"
+            out = case.run()
+            one = tuple(a[:1].cpu() if isinstance(a, torch.Tensor) and a.dim() == 4 else
+                        (a.cpu() if isinstance(a, torch.Tensor) else a) for a in case.args)
+            _check(kernel, out[:1], ref.log_int_softmax(*one))
+            rows.append(_row("softmax", kernel, shape, "fqvit log_int_softmax", ctx, case.run, "softmax bf16",
+                             2.0 * out.numel(), "B"))
+            sb = case.args[0].to(torch.bfloat16)
+            rows.append(_row("softmax", kernel, shape, "softmax bf16", ctx, lambda: torch.softmax(sb, -1), None,
+                             4.0 * out.numel(), "B"))
+    return rows
+
+
+def run(ctx: Context) -> List[Row]:
+    dev = ctx.device
+    return linear_rows(ctx, dev) + attention_rows(ctx, dev) + norm_softmax_rows(ctx, dev)
