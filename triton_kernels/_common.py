@@ -1,0 +1,31 @@
+"""Helpers shared by the kernel families: interpreter detection, device guard, tile sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on CPU tensors under ``TRITON_INTERPRET=1``."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def device_guard(t: torch.Tensor):
+    """Make ``t``'s GPU the current one while launching (no-op for CPU tensors)."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def pow2_at_least(n: int, minimum: int = 16) -> int:
+    """Smallest power of two ``>= max(n, minimum)`` (tl.dot needs tile dims >= 16)."""
+    return max(minimum, triton.next_power_of_2(max(int(n), 1)))
+
+
+def configs(gpu_configs, interpreter_config):
+    """Autotune candidates: several on a GPU, exactly one under the interpreter (no driver to time)."""
+    return [interpreter_config] if interpreting() else list(gpu_configs)

@@ -1,0 +1,212 @@
+"""``attention_scores`` and the fused ``int_attention`` kernel.
+
+Score tile (both kernels): ``q`` and ``k`` stay int8 for ``tl.dot(..., out_dtype=tl.int32)``; the
+zero point is applied afterwards with row sums, ``(q - zp)(k - zp)ᵀ = q kᵀ - zp (Σq + Σk) + D zp²``
+(int32, wrap-around consistent), then requantized onto the 8-bit score grid in int64 exactly like
+:func:`fqvit_kernels.reference.attention_scores`. Head dims are padded to a power of two
+``BLOCK_D >= 16`` with masked (zero) loads, which change neither the dot product nor the row sums.
+
+``int_attention``: one program per (query tile of ``BLOCK_M`` rows, batch x head). The LIS code
+of a score needs the row max and the exponent sum over *all* keys, and FQ-ViT's integer exponent
+has no exact rescaling, so the kernel makes three passes over the key tiles, recomputing the
+(cheap, ``D``-deep) score tile each time and never writing scores to memory:
+
+1. row max of the scores;
+2. ``E = Σ_j exp_table[max - s_j]`` in int64 (a 256-entry gather);
+3. per row the 16 thresholds ``U_T(E)`` (outside the loop), per score the 4-bit code as the count
+   of ``e_j <= U_T`` (no division), the weights ``2**(15 - k)`` split into negated int8 halves for
+   two tensor-core dots with the stored ``v`` (see :mod:`.attn_v`), plus the per-row weight sum
+   for the zero point.
+
+The int32 context is requantized in the epilogue and stored through the output's strides, i.e.
+into the ``[B, N, H, D]`` memory of :func:`fqvit_kernels.ops._attention_output`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fqvit_kernels.ops import _attention_output
+
+from ._common import configs, device_guard, interpreting, pow2_at_least
+from .attn_v import _lis_pv_weights
+from .softmax import _lis_code4, _lis_thresholds
+
+
+@triton.jit
+def _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point):
+    """int32 scores ``[BM, BN]`` on the 8-bit grid from int8 ``q [BM, BD]`` and ``kᵀ [BD, BN]``.
+
+    ``q_corr = D zp² - zp Σq`` per query row; ``k_sum = Σk`` per key.
+    """
+    acc = tl.dot(q, kt, out_dtype=tl.int32)
+    acc = acc + q_corr[:, None] - zero_point * k_sum[None, :]
+    scaled = (acc.to(tl.int64) * score_mult + score_half) >> score_shift
+    return tl.minimum(tl.maximum(scaled + score_zero_point, -128), 127).to(tl.int32)
+
+
+@triton.jit
+def _attention_scores_kernel(
+    q_ptr, k_ptr, out_ptr, NQ, NK, D,
+    zero_point, score_mult, score_shift, score_zero_point,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    batch = tl.program_id(2).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < NQ
+    n_ok = offs_n < NK
+    d_ok = offs_d < D
+    q = tl.load(q_ptr + batch * NQ * D + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :],
+                mask=m_ok[:, None] & d_ok[None, :], other=0)
+    kt = tl.load(k_ptr + batch * NK * D + offs_n.to(tl.int64)[None, :] * D + offs_d[:, None],
+                 mask=d_ok[:, None] & n_ok[None, :], other=0)
+    q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
+    k_sum = tl.sum(kt.to(tl.int32), axis=0)
+    score_half = tl.full((), 1, tl.int64) << (score_shift - 1)
+    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point)
+    out_ptrs = out_ptr + batch * NQ * NK + offs_m.to(tl.int64)[:, None] * NK + offs_n[None, :]
+    tl.store(out_ptrs, s.to(tl.int8), mask=m_ok[:, None] & n_ok[None, :])
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, score_multiplier: int,
+                     score_shift: int, score_zero_point: int) -> torch.Tensor:
+    """Launcher of ``fqvit::attention_scores``: int8 ``q [..., Nq, D]``, ``k [..., Nk, D]`` → int8 scores."""
+    nq, d = q.shape[-2:]
+    nk = k.shape[-2]
+    out = torch.empty((*q.shape[:-1], nk), dtype=torch.int8, device=q.device)
+    q3 = q.contiguous().view(-1, nq, d)
+    k3 = k.contiguous().view(-1, nk, d)
+    block_d = pow2_at_least(d, 16)
+    block_m, block_n = 64, 64
+    grid = (triton.cdiv(nq, block_m), triton.cdiv(nk, block_n), q3.shape[0])
+    with device_guard(q):
+        _attention_scores_kernel[grid](q3, k3, out, nq, nk, d, int(qkv_zero_point), int(score_multiplier),
+                                       int(score_shift), int(score_zero_point),
+                                       BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4)
+    return out
+
+
+_GPU_CONFIGS = [
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
+]
+_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)
+
+
+@triton.jit
+def _int_attention_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, table_ptr,
+    H, N, D,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
+    zero_point, score_mult, score_shift, score_zero_point, out_mult, out_shift, out_zero_point,
+    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N
+    d_ok = offs_d < D
+    q = tl.load(q_base + offs_m.to(tl.int64)[:, None] * stride_qn + offs_d[None, :],
+                mask=m_ok[:, None] & d_ok[None, :], other=0)
+    q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
+    score_half = tl.full((), 1, tl.int64) << (score_shift - 1)
+
+    # Pass 1: row max over all keys (scores are >= -128, so -128 is a neutral start).
+    row_max = tl.full((BLOCK_M,), -128, tl.int32)
+    for n0 in range(0, N, BLOCK_N):
+        keys = n0 + offs_n
+        n_ok = keys < N
+        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
+                     mask=d_ok[:, None] & n_ok[None, :], other=0)
+        k_sum = tl.sum(kt.to(tl.int32), axis=0)
+        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
+                        score_zero_point)
+        s = tl.where(n_ok[None, :], s, -128)
+        row_max = tl.maximum(row_max, tl.max(s, axis=1))
+
+    # Pass 2: the int64 exponent sum.
+    total = tl.zeros((BLOCK_M,), tl.int64)
+    for n0 in range(0, N, BLOCK_N):
+        keys = n0 + offs_n
+        n_ok = keys < N
+        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
+                     mask=d_ok[:, None] & n_ok[None, :], other=0)
+        k_sum = tl.sum(kt.to(tl.int32), axis=0)
+        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
+                        score_zero_point)
+        e = tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+        total += tl.sum(e, axis=1)
+
+    # Pass 3: codes by threshold counts, exact P@V on tensor cores.
+    thresholds = _lis_thresholds(total)
+    acc_hi = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
+    acc_lo = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
+    weight_sum = tl.zeros((BLOCK_M,), tl.int32)
+    for n0 in range(0, N, BLOCK_N):
+        keys = n0 + offs_n
+        n_ok = keys < N
+        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
+                     mask=d_ok[:, None] & n_ok[None, :], other=0)
+        k_sum = tl.sum(kt.to(tl.int32), axis=0)
+        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
+                        score_zero_point)
+        e = tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+        code = _lis_code4(e, thresholds)  # keys past N have e == 0: code 16, weight 0
+        neg_hi, neg_lo, weight = _lis_pv_weights(code)
+        weight_sum += tl.sum(weight, axis=1)
+        v = tl.load(v_base + keys.to(tl.int64)[:, None] * stride_vn + offs_d[None, :],
+                    mask=n_ok[:, None] & d_ok[None, :], other=0)
+        acc_hi = tl.dot(neg_hi, v, acc_hi, out_dtype=tl.int32)
+        acc_lo = tl.dot(neg_lo, v, acc_lo, out_dtype=tl.int32)
+
+    context = -(acc_hi * 256 + acc_lo) - zero_point * weight_sum[:, None]
+    out_half = tl.full((), 1, tl.int64) << (out_shift - 1)
+    out = ((context.to(tl.int64) * out_mult + out_half) >> out_shift) + out_zero_point
+    out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
+    out_ptrs = out_ptr + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_on + offs_d[None, :]
+    tl.store(out_ptrs, out, mask=m_ok[:, None] & d_ok[None, :])
+
+
+_int_attention_tuned = triton.autotune(configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
+                                       key=["N", "BLOCK_D"])(_int_attention_kernel)
+
+
+def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_point: int,
+                  score_multiplier: int, score_shift: int, score_zero_point: int, exp_table: torch.Tensor,
+                  out_multiplier: int, out_shift: int, out_zero_point: int) -> torch.Tensor:
+    """Launcher of ``fqvit::int_attention``: int8 ``[B, H, N, D]`` → int8 ``[B, H, N, D]`` (memory ``[B, N, H, D]``)."""
+    q, k, v = (_unit_last_stride(t) for t in (q, k, v))
+    batch, heads, n, d = q.shape
+    out = _attention_output(q)
+    block_d = pow2_at_least(d, 16)
+    with device_guard(q):
+        _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), batch * heads)](
+            q, k, v, out, exp_table, heads, n, d,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            int(qkv_zero_point), int(score_multiplier), int(score_shift), int(score_zero_point),
+            int(out_multiplier), int(out_shift), int(out_zero_point),
+            BLOCK_D=block_d,
+        )
+    return out

@@ -1,0 +1,204 @@
+"""int8 GEMMs: ``int8_matmul`` (int32 out) and ``int8_linear`` (fused requantization epilogues).
+
+One kernel serves both ops. Each program computes a ``BLOCK_M x BLOCK_N`` output tile: the K loop
+feeds int8 tiles of ``x [M, K]`` and ``weight [N, K]`` (read K-major, as Hopper's int8 ``wgmma``
+wants both operands) to ``tl.dot(..., out_dtype=tl.int32)``; the epilogue then works in int64
+exactly like :func:`fqvit_kernels.reference.int8_linear`:
+
+* ``EPILOGUE_INT32``: store the int32 accumulator (``int8_matmul``);
+* ``EPILOGUE_PLAIN``: ``clamp(round_shift((acc + bias) * m[n], s[n]) + zp)`` to int8;
+* ``EPILOGUE_GELU``: gather ``gelu_lut[clamp(t, 0, L - 1)]`` from the int8 table;
+* ``EPILOGUE_RESIDUAL``: clamp the branch, add the re-scaled residual and requantize onto the
+  next PTF grid with the per-channel shared shift.
+
+So no int32 tensor reaches memory between a linear layer and its int8 consumer. M and N tails
+are handled by wrapping the row/column offsets (the extra rows are computed and not stored), the
+K tail by masked loads filling zeros (which add nothing to the dot product).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import configs, device_guard, interpreting
+
+EPILOGUE_INT32 = 0
+EPILOGUE_PLAIN = 1
+EPILOGUE_GELU = 2
+EPILOGUE_RESIDUAL = 3
+
+# Hopper: BLOCK_M a multiple of 64 and num_warps a multiple of 4 (one warpgroup per 64 rows) let
+# Triton lower tl.dot to wgmma with s8 operands.
+_GPU_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=4, num_stages=3),
+]
+# Under the interpreter the cost is per program: one large tile covers the small test shapes.
+_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8},
+                                    num_warps=4, num_stages=1)
+#: The tile :func:`gemm_ptx` compiles (one of the autotune candidates).
+PTX_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
+
+
+@triton.jit
+def _round_shift(value, shift):
+    """``floor((value + 2**(shift-1)) / 2**shift)`` on int64 (arithmetic right shift)."""
+    half = tl.full(shift.shape, 1, tl.int64) << (shift - 1)
+    return (value + half) >> shift
+
+
+@triton.jit
+def _gemm_kernel(
+    a_ptr, b_ptr, out_ptr,
+    bias_ptr, mult_ptr, shift_ptr, lut_ptr,
+    res_ptr, branch_mult_ptr, res_mult_ptr, res_shift_ptr,
+    M, N, K,
+    stride_am, stride_ak, stride_bn, stride_bk, stride_om, stride_on, stride_rm, stride_rn,
+    output_zero_point, lut_length, residual_zero_point, final_zero_point,
+    EPILOGUE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped ordering: GROUP_M row tiles share the weight tiles while they are in L2.
+    group_size = GROUP_M * num_pid_n
+    group_id = pid // group_size
+    first_m = group_id * GROUP_M
+    rows_in_group = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Wrapped row/column indices keep the loads in bounds without masks; stores are masked.
+    rows = (offs_m % M).to(tl.int64)
+    cols = (offs_n % N).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + cols[None, :] * stride_bn
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        k_left = K - k0
+        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0)
+        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+
+    out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    if EPILOGUE == 0:
+        tl.store(out_ptrs, acc, mask=out_mask)
+    else:
+        bias = tl.load(bias_ptr + cols).to(tl.int64)
+        mult = tl.load(mult_ptr + cols).to(tl.int64)
+        shift = tl.load(shift_ptr + cols).to(tl.int64)
+        total = acc.to(tl.int64) + bias[None, :]
+        t = _round_shift(total * mult[None, :], shift[None, :]) + output_zero_point
+        if EPILOGUE == 2:
+            index = tl.minimum(tl.maximum(t, 0), lut_length - 1)
+            out = tl.load(lut_ptr + index, mask=out_mask, other=0)
+        else:
+            branch = tl.minimum(tl.maximum(t, -128), 127)
+            if EPILOGUE == 3:
+                res_ptrs = res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn
+                residual = tl.load(res_ptrs).to(tl.int64)
+                branch_mult = tl.load(branch_mult_ptr + cols).to(tl.int64)
+                res_mult = tl.load(res_mult_ptr + cols).to(tl.int64)
+                res_shift = tl.load(res_shift_ptr + cols).to(tl.int64)
+                mixed = (branch - output_zero_point) * branch_mult[None, :] \
+                    + (residual - residual_zero_point) * res_mult[None, :]
+                branch = _round_shift(mixed, res_shift[None, :]) + final_zero_point
+                branch = tl.minimum(tl.maximum(branch, -128), 127)
+            out = branch.to(tl.int8)
+        tl.store(out_ptrs, out, mask=out_mask)
+
+
+_gemm_tuned = triton.autotune(configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
+                              key=["M", "N", "K", "EPILOGUE"])(_gemm_kernel)
+
+
+def _grid(meta, m, n):
+    return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+
+def _launch(a, b, out, epilogue, bias=None, multiplier=None, shift=None, output_zero_point=0,
+            gelu_lut=None, residual=None, residual_zero_point=0, branch_multiplier=None,
+            residual_multiplier=None, residual_shift=None, final_zero_point=0):
+    m, k = a.shape
+    n = b.shape[0]
+    if m == 0:
+        return out
+    fill = out  # placeholder pointer for operands an epilogue does not read
+    res = residual if residual is not None else out
+    with device_guard(a):
+        _gemm_tuned[lambda meta: _grid(meta, m, n)](
+            a, b, out,
+            bias if bias is not None else fill, multiplier if multiplier is not None else fill,
+            shift if shift is not None else fill, gelu_lut if gelu_lut is not None else fill,
+            res, branch_multiplier if branch_multiplier is not None else fill,
+            residual_multiplier if residual_multiplier is not None else fill,
+            residual_shift if residual_shift is not None else fill,
+            m, n, k,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+            res.stride(0), res.stride(1),
+            int(output_zero_point), gelu_lut.numel() if gelu_lut is not None else 1,
+            int(residual_zero_point), int(final_zero_point),
+            EPILOGUE=epilogue,
+        )
+    return out
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Launcher of ``fqvit::int8_matmul``: int8 ``a [M, K]`` @ ``b [N, K]``ᵀ → int32 ``[M, N]``."""
+    out = torch.empty((a.shape[0], b.shape[0]), dtype=torch.int32, device=a.device)
+    return _launch(a, b, out, EPILOGUE_INT32)
+
+
+def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, multiplier: torch.Tensor,
+                shift: torch.Tensor, output_zero_point: int, gelu_lut: Optional[torch.Tensor] = None,
+                residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
+                branch_multiplier: Optional[torch.Tensor] = None,
+                residual_multiplier: Optional[torch.Tensor] = None,
+                residual_shift: Optional[torch.Tensor] = None, final_zero_point: int = 0) -> torch.Tensor:
+    """Launcher of ``fqvit::int8_linear`` (arguments as the op schema); int8 ``[M, N]``."""
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.int8, device=x.device)
+    if gelu_lut is not None:
+        epilogue = EPILOGUE_GELU
+    elif residual is not None:
+        epilogue = EPILOGUE_RESIDUAL
+    else:
+        epilogue = EPILOGUE_PLAIN
+    return _launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, gelu_lut,
+                   residual, residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
+                   final_zero_point)
+
+
+def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> str:
+    """PTX of the GEMM kernel compiled for the current GPU with :data:`PTX_CONFIG` (CUDA only).
+
+    On sm_90 it should contain ``wgmma`` instructions with ``.s8`` operands.
+    """
+    if interpreting():
+        raise RuntimeError("gemm_ptx needs a real GPU (TRITON_INTERPRET is set)")
+    a = torch.zeros((m, k), dtype=torch.int8, device=device)
+    b = torch.zeros((n, k), dtype=torch.int8, device=device)
+    out = torch.empty((m, n), dtype=torch.int32, device=device)
+    meta = dict(PTX_CONFIG)
+    grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+    with device_guard(a):
+        compiled = _gemm_kernel[grid](
+            a, b, out, out, out, out, out, out, out, out, out, m, n, k,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+            out.stride(0), out.stride(1), 0, 1, 0, 0, EPILOGUE=EPILOGUE_INT32, **meta)
+    return compiled.asm["ptx"]

@@ -1,0 +1,118 @@
+"""``ptf_layernorm``: integer LayerNorm of PTF-quantized int8 rows, ``ROWS`` rows per program.
+
+Each program holds ``ROWS x BLOCK_C`` channels in registers (``BLOCK_C`` = C rounded up to a
+power of two, masked). Per row, in int64 exactly as :func:`fqvit_kernels.reference.ptf_layernorm`:
+``X = (x - zp) << alpha``, ``S1``, ``S2``, ``V = C*S2 - S1**2``; the bit length of ``V`` by binary
+search, ``p = (62 - bitlen) // 2``, ``floor(sqrt(V * 4**p))`` digit by digit (31 steps, two bits per
+step), one reciprocal ``2**62 // root`` per row, then ``round_shift(D * recip, 46 - p)`` and the
+per-channel fixed-point affine. The per-row work is vectorised across the ``ROWS`` rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import device_guard, interpreting, pow2_at_least
+
+LN_NORM_FRAC_BITS = 16
+
+
+@triton.jit
+def _round_shift(value, shift):
+    half = tl.full(value.shape, 1, tl.int64) << (shift - 1)
+    return (value + half) >> shift
+
+
+@triton.jit
+def _bit_length(value):
+    """Significant bits of non-negative int64 ``value`` (0 for 0), binary search like the reference."""
+    length = tl.zeros(value.shape, tl.int64)
+    for step_log in tl.static_range(6):
+        step = 32 >> step_log
+        upper = value >> step
+        has_upper = upper > 0
+        length += tl.where(has_upper, step, 0)
+        value = tl.where(has_upper, upper, value)
+    return length + tl.where(value > 0, 1, 0)
+
+
+@triton.jit
+def _isqrt(value):
+    """``floor(sqrt(value))`` for int64 ``0 <= value < 2**62``, digit by digit."""
+    rest = value
+    root = tl.zeros(value.shape, tl.int64)
+    bit = tl.full(value.shape, 1, tl.int64) << 60
+    for _ in tl.static_range(31):
+        trial = root + bit
+        take = rest >= trial
+        rest = tl.where(take, rest - trial, rest)
+        root = tl.where(take, (root >> 1) + bit, root >> 1)
+        bit = bit >> 2
+    return root
+
+
+@triton.jit
+def _ptf_layernorm_kernel(
+    x_ptr, out_ptr, alpha_ptr, wmult_ptr, bias_ptr, shift_ptr,
+    M, C, input_zero_point, output_zero_point,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, NORM_FRAC_BITS: tl.constexpr,
+):
+    row0 = tl.program_id(0) * ROWS
+    rows = row0 + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    mask = (rows[:, None] < M) & col_ok[None, :]
+    offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
+
+    x = tl.load(x_ptr + offs, mask=mask, other=0).to(tl.int64)
+    alpha = tl.load(alpha_ptr + cols, mask=col_ok, other=0).to(tl.int64)
+    centered = (x - input_zero_point) << alpha[None, :]
+    centered = tl.where(mask, centered, 0)
+    sum1 = tl.sum(centered, axis=1)
+    sum2 = tl.sum(centered * centered, axis=1)
+    channels = tl.zeros_like(sum1) + C  # int64; also right if C is specialised to a constant
+    var_num = channels * sum2 - sum1 * sum1
+    dev_num = channels * centered - sum1[:, None]
+
+    nonzero = var_num > 0
+    p = tl.where(nonzero, (62 - _bit_length(var_num)) >> 1, 0)
+    root = _isqrt(var_num << (2 * p))
+    numerator = tl.full(root.shape, 1, tl.int64) << 62
+    reciprocal = tl.where(nonzero, numerator // tl.maximum(root, 1), 0)
+    norm = _round_shift(dev_num * reciprocal[:, None], (62 - NORM_FRAC_BITS - p)[:, None])
+
+    wmult = tl.load(wmult_ptr + cols, mask=col_ok, other=0).to(tl.int64)
+    bias = tl.load(bias_ptr + cols, mask=col_ok, other=0)
+    shift = tl.load(shift_ptr + cols, mask=col_ok, other=1).to(tl.int64)
+    affine = norm * wmult[None, :] + bias[None, :]
+    out = _round_shift(affine, shift[None, :]) + output_zero_point
+    out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
+    tl.store(out_ptr + offs, out, mask=mask)
+
+
+def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tensor,
+                  weight_multiplier: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor,
+                  output_zero_point: int) -> torch.Tensor:
+    """Launcher of ``fqvit::ptf_layernorm`` (contiguous int8 ``x [M, C]``); int8 ``[M, C]``."""
+    m, c = x.shape
+    out = torch.empty_like(x)
+    if m == 0:
+        return out
+    block_c = pow2_at_least(c, 16)
+    if interpreting():
+        rows = 16
+        num_warps = 4
+    else:
+        # Keep about 4K int64 lanes per program; wide rows get more warps.
+        rows = max(1, min(8, 4096 // block_c))
+        num_warps = 4 if block_c * rows <= 2048 else 8
+    grid = (triton.cdiv(m, rows),)
+    with device_guard(x):
+        _ptf_layernorm_kernel[grid](
+            x, out, ptf_alpha, weight_multiplier, bias, shift, m, c,
+            int(input_zero_point), int(output_zero_point),
+            ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=LN_NORM_FRAC_BITS, num_warps=num_warps,
+        )
+    return out
