@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -71,13 +72,39 @@ def _readable(t: torch.Tensor) -> bool:
     return t.device.type != "meta" and not isinstance(t, torch._subclasses.fake_tensor.FakeTensor)
 
 
+# Parameter tensors (multipliers, shifts, biases, tables) are passed unchanged on every call, and
+# reading their values costs a device synchronisation on a GPU. A tensor that passed a check is
+# remembered with its version counter, so the check is repeated only after it is modified.
+_PASSED = WeakIdKeyDictionary()
+
+
+def _already_passed(t: torch.Tensor, key) -> bool:
+    entry = _PASSED.get(t)
+    return entry is not None and entry[0] == t._version and key in entry[1]
+
+
+def _remember(t: torch.Tensor, key) -> None:
+    entry = _PASSED.get(t)
+    keys = entry[1] if entry is not None and entry[0] == t._version else frozenset()
+    _PASSED[t] = (t._version, keys | {key})
+
+
+def once(t: torch.Tensor, key, check) -> None:
+    """Run ``check()`` (which raises on failure) unless ``t`` passed it unchanged before."""
+    if not _readable(t) or _already_passed(t, key):
+        return
+    check()
+    _remember(t, key)
+
+
 def values_in_range(name: str, t: torch.Tensor, lo: int, hi: int) -> None:
     """Every element of integer tensor ``t`` in ``[lo, hi]`` (skipped for fake tensors)."""
-    if not _readable(t) or t.numel() == 0:
+    if not _readable(t) or t.numel() == 0 or _already_passed(t, ("range", lo, hi)):
         return
     t_min, t_max = int(t.min()), int(t.max())
     if t_min < lo or t_max > hi:
         raise ValueError(f"{name} values must lie in [{lo}, {hi}], got [{t_min}, {t_max}]")
+    _remember(t, ("range", lo, hi))
 
 
 def finite(name: str, t: torch.Tensor) -> None:
@@ -86,9 +113,10 @@ def finite(name: str, t: torch.Tensor) -> None:
 
 
 def positive_finite(name: str, t: torch.Tensor) -> None:
-    if not _readable(t) or t.numel() == 0:
+    if not _readable(t) or t.numel() == 0 or _already_passed(t, "positive"):
         return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got NaN or inf")
     if not bool((t > 0).all()):
         raise ValueError(f"{name} must be > 0, got min {float(t.min())}")
+    _remember(t, "positive")

@@ -250,14 +250,18 @@ def _check_exp_table(exp_table: torch.Tensor, device, row_length: int) -> None:
     chk.shape("exp_table", exp_table, (256,))
     if value_checks_enabled():
         chk.values_in_range("exp_table", exp_table, 0, INT64_MAX)
-        top = int(exp_table.max()) if chk._readable(exp_table) else 0
-        if top * row_length > INT64_MAX:
-            raise ValueError(
-                f"exp_table max {top} times {row_length} keys overflows int64: the score scale is too "
-                "small for this sequence length (see docs/numerics.md)"
-            )
-        if chk._readable(exp_table) and int(exp_table[0]) <= 0:
-            raise ValueError("exp_table[0] (the row maximum's exponent) must be > 0")
+        chk.once(exp_table, ("exp_table", row_length), lambda: _check_exp_table_values(exp_table, row_length))
+
+
+def _check_exp_table_values(exp_table: torch.Tensor, row_length: int) -> None:
+    top = int(exp_table.max())
+    if top * row_length > INT64_MAX:
+        raise ValueError(
+            f"exp_table max {top} times {row_length} keys overflows int64: the score scale is too "
+            "small for this sequence length (see docs/numerics.md)"
+        )
+    if int(exp_table[0]) <= 0:
+        raise ValueError("exp_table[0] (the row maximum's exponent) must be > 0")
 
 
 def _check_log_int_softmax(scores, exp_table, bits):

@@ -105,3 +105,12 @@ def test_param_helpers_reject_out_of_range_ratios():
         params.fixed_point_multiplier("0.5")
     with pytest.raises(ValueError, match="not a PTF scale"):
         params.ptf_alpha(torch.tensor([0.1, 0.3]))
+
+
+def test_parameter_checks_rerun_after_in_place_modification(gen):
+    case = testing.linear_case(3, 8, 16, gen)
+    case.run()  # the shift tensor passes and is remembered
+    shift = case.args[4]
+    shift[0] = 0  # modified in place: the version counter changes, so it is checked again
+    with pytest.raises(ValueError, match="shift values"):
+        case.run()
