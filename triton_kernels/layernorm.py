@@ -74,7 +74,7 @@ def _ptf_layernorm_kernel(
     sum2 = tl.sum(centered * centered, axis=1)
     channels = tl.zeros_like(sum1) + C  # int64; also right if C is specialised to a constant
     var_num = channels * sum2 - sum1 * sum1
-    dev_num = channels * centered - sum1[:, None]
+    dev_num = channels[:, None] * centered - sum1[:, None]
 
     nonzero = var_num > 0
     p = tl.where(nonzero, (62 - _bit_length(var_num)) >> 1, 0)

@@ -137,9 +137,11 @@ def _log_int_softmax_kernel(
 
 def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4) -> torch.Tensor:
     """Launcher of ``fqvit::log_int_softmax``: int8 scores ``[..., L]`` → uint8 codes, same shape."""
-    out = torch.empty(scores.shape, dtype=torch.uint8, device=scores.device)
+    # Same layout as the fake kernel (empty_like keeps a permuted input's strides).
+    out = torch.empty_like(scores, dtype=torch.uint8)
     if scores.numel() == 0:
         return out
+    result = out if out.is_contiguous() else torch.empty(scores.shape, dtype=torch.uint8, device=scores.device)
     length = scores.shape[-1]
     flat = scores.contiguous().view(-1, length)
     rows = flat.shape[0]
@@ -151,8 +153,10 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
         num_warps = 4
     grid = (triton.cdiv(rows, rows_per_program),)
     with device_guard(scores):
-        _log_int_softmax_kernel[grid](flat, out, exp_table, rows, length, BITS=int(bits),
+        _log_int_softmax_kernel[grid](flat, result, exp_table, rows, length, BITS=int(bits),
                                       ROWS=rows_per_program, BLOCK_L=block_l, num_warps=num_warps)
+    if result is not out:
+        out.copy_(result)
     return out
 
 

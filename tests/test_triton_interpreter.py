@@ -1,0 +1,295 @@
+"""Triton kernels vs the integer reference, bit for bit.
+
+Without a GPU the kernels run on CPU tensors under the Triton interpreter (``TRITON_INTERPRET=1``
+is set here, before Triton is imported); with a GPU the same tests run on CUDA tensors, plus the
+ViT-B/L shapes, opcheck through the registered CUDA kernels and the Hopper PTX check.
+Run alone with ``pytest -m interpreter``.
+"""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
+
+pytest.importorskip("triton")
+
+import triton_kernels  # noqa: E402
+from triton_kernels import attention, attn_v, gemm, layernorm, softmax  # noqa: E402
+
+from fqvit_kernels import params, reference as ref, testing  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+pytestmark = pytest.mark.interpreter
+needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the interpreter run covers small shapes)")
+
+
+def _run(case, launcher):
+    """Launcher on ``DEVICE`` vs reference on CPU; returns the kernel output (on CPU)."""
+    got = launcher(*case.to(DEVICE).args).cpu()
+    expected = getattr(ref, case.name)(*case.args)
+    testing.assert_equal(got, expected, case.name)
+    return got
+
+
+def test_cuda_kernels_cover_every_integer_op():
+    kernels = triton_kernels.cuda_kernels()
+    assert set(kernels) == {"int8_matmul", "int8_linear", "ptf_layernorm", "log_int_softmax", "log_attn_v",
+                            "attention_scores", "int_attention"}
+    assert triton_kernels.__fqvit_kernels__ is True
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMMs
+# ---------------------------------------------------------------------------------------------
+
+GEMM_SHAPES = [(1, 7, 13), (7, 1, 40), (33, 50, 13), (33, 7, 40), (70, 130, 200)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+def test_int8_matmul(m, n, k, gen):
+    _run(testing.matmul_case(m, n, k, gen), gemm.int8_matmul)
+
+
+def test_int8_matmul_strided_operands(gen):
+    a = torch.randint(-128, 128, (40, 33), generator=gen, dtype=torch.int8).t()  # [33, 40], column-major
+    b = torch.randint(-128, 128, (7, 80), generator=gen, dtype=torch.int8)[:, ::2]  # [7, 40], stride 2
+    got = gemm.int8_matmul(a.to(DEVICE), b.to(DEVICE)).cpu()
+    testing.assert_equal(got, ref.int8_matmul(a, b))
+
+
+@pytest.mark.parametrize("epilogue", ["plain", "gelu", "residual"])
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES[:4])
+def test_int8_linear(m, n, k, epilogue, gen):
+    _run(testing.linear_case(m, n, k, gen, epilogue, lut_length=256), gemm.int8_linear)
+
+
+def test_int8_linear_extreme_requant(gen):
+    """Saturating outputs, large multipliers/shifts and a LUT index far outside the table."""
+    case = testing.linear_case(9, 20, 40, gen)
+    args = list(case.args)
+    args[3] = torch.full((20,), 2**31 - 1, dtype=torch.int32)
+    args[4] = torch.randint(1, 63, (20,), generator=gen, dtype=torch.int32)
+    _run(testing.OpCase("int8_linear", tuple(args)), gemm.int8_linear)
+    lut = torch.randint(-128, 128, (5,), generator=gen, dtype=torch.int8)
+    gelu_args = tuple(args[:5]) + (2**31 - 1000, lut)
+    _run(testing.OpCase("int8_linear", gelu_args), gemm.int8_linear)
+
+
+def test_int8_linear_empty_rows(gen):
+    case = testing.linear_case(1, 7, 13, gen)
+    x = case.args[0][:0]
+    out = gemm.int8_linear(x.to(DEVICE), *testing.OpCase("", case.args[1:]).to(DEVICE).args)
+    assert out.shape == (0, 7) and out.dtype == torch.int8
+
+
+# ---------------------------------------------------------------------------------------------
+# LayerNorm
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m,c", [(1, 1), (1, 8), (7, 80), (33, 200), (20, 768)])
+def test_ptf_layernorm(m, c, gen):
+    _run(testing.layernorm_case(m, c, gen), layernorm.ptf_layernorm)
+
+
+def test_ptf_layernorm_zero_variance_rows(gen):
+    case = testing.layernorm_case(5, 48, gen)
+    args = list(case.args)
+    x = args[0].clone()
+    x[0] = 17
+    x[3] = args[1]  # every channel at the zero point
+    args[0] = x
+    args[2] = torch.zeros_like(args[2])
+    _run(testing.OpCase("ptf_layernorm", tuple(args)), layernorm.ptf_layernorm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-Int-Softmax, attn @ V, scores
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (2, 5, 50), (3, 1100)])
+@pytest.mark.parametrize("bits", [4, 8, 1])
+def test_log_int_softmax(shape, bits, gen):
+    _run(testing.scores_case(shape, gen, bits), softmax.log_int_softmax)
+
+
+def test_log_int_softmax_permuted_input(gen):
+    case = testing.scores_case((2, 9, 7), gen)
+    scores = case.args[0].transpose(1, 2)
+    got = softmax.log_int_softmax(scores.to(DEVICE), case.args[1].to(DEVICE)).cpu()
+    testing.assert_equal(got, ref.log_int_softmax(scores, case.args[1]))
+
+
+def _reference_codes(total, exps):
+    """4-bit codes by the reference's formula (division), 16 = masked."""
+    positive = exps > 0
+    tot = total[:, None].expand_as(exps)
+    ratio = ref._round_half_even_div(tot, torch.where(positive, exps, torch.ones_like(exps)))
+    msb = ref.bit_length(ratio) - 1
+    next_bit = ((ratio >> torch.clamp(msb - 1, min=0)) & 1) * (msb >= 1)
+    code = msb + next_bit
+    return torch.where(positive & (code < 16), code, torch.full_like(code, 16)).to(torch.int32)
+
+
+def test_lis_threshold_codes_match_division(gen):
+    """The fused attention's division-free codes, including exact round-half-even ties."""
+    rows, length = 96, 300
+    total = torch.randint(1, 2**40, (rows,), generator=gen, dtype=torch.int64)
+    total[40:60] = 2**62 + torch.randint(0, 2**40, (20,), generator=gen)  # near the int64 limit
+    divisor = torch.randint(1, 70000, (rows, length), generator=gen)
+    exps = total[:, None] // divisor
+    thresholds = [2, 3] + [3 * 2**j for j in range(1, 15)]
+    for i, t in enumerate(thresholds):
+        c = int(torch.randint(1, 2**20, (), generator=gen))
+        total[i] = (2 * t - 1) * c  # E / e == t - 1/2 exactly at e == 2c
+        exps[i] = total[i] // divisor[i]
+        exps[i, :3] = torch.tensor([2 * c - 1, 2 * c, 2 * c + 1])
+        big = int(total[40 + i])
+        bound = (2 * big) // (2 * t - 1)
+        exps[40 + i, :3] = torch.tensor([bound - 1, bound, bound + 1])
+    exps = torch.minimum(exps, total[:, None])
+    exps[:, 5] = 0
+    got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+    expected = _reference_codes(total, exps)
+    testing.assert_equal(got, expected, "codes")
+    assert set(expected.unique().tolist()) == set(range(17))
+
+
+def test_lis_threshold_codes_every_table_entry(gen):
+    """Every (row sum, table entry) pair a real table gives, for several score scales."""
+    for scale in (0.02, 0.08, 0.3):
+        table = params.lis_exp_table(scale)
+        counts = torch.randint(1, 2000, (64, 256), generator=gen)
+        counts[:, 1:] *= torch.randint(0, 2, (64, 255), generator=gen)
+        total = (counts * table).sum(dim=1)
+        exps = table.expand(64, 256).contiguous()
+        got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+        testing.assert_equal(got, _reference_codes(total, exps), f"codes at scale {scale}")
+
+
+@pytest.mark.parametrize("b,nq,nk,d", [(1, 1, 1, 8), (2, 7, 50, 80), (3, 33, 70, 13), (1, 65, 70, 200)])
+def test_log_attn_v(b, nq, nk, d, gen):
+    case = testing.scores_case((b, nq, nk), gen)
+    codes = ref.log_int_softmax(*case.args)
+    v = torch.randint(-128, 128, (b, nk, d), generator=gen, dtype=torch.int8)
+    zp = int(torch.randint(-128, 128, (), generator=gen))
+    _run(testing.OpCase("log_attn_v", (codes, v, zp)), attn_v.log_attn_v)
+    raw = torch.randint(0, 256, (b, nq, nk), generator=gen, dtype=torch.uint8)
+    raw[..., 0] = 0  # weight 2**15
+    _run(testing.OpCase("log_attn_v", (raw, v, zp)), attn_v.log_attn_v)
+
+
+@pytest.mark.parametrize("nq,nk,d", [(1, 1, 8), (7, 50, 80), (33, 7, 13), (70, 130, 64)])
+def test_attention_scores(nq, nk, d, gen):
+    q = torch.randint(-128, 128, (2, nq, d), generator=gen, dtype=torch.int8)
+    k = torch.randint(-128, 128, (2, nk, d), generator=gen, dtype=torch.int8)
+    mult, shift = params.fixed_point_multiplier(1.0 / (d**0.5 * 60.0))
+    zp = int(torch.randint(-64, 64, (), generator=gen))
+    _run(testing.OpCase("attention_scores", (q, k, zp, mult, shift, -3)), attention.attention_scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_attention(case):
+    got = _run(case, attention.int_attention)
+    b, h, n, d = got.shape
+    assert got.transpose(1, 2).is_contiguous(), "output memory must be [B, N, H, D]"
+
+
+@pytest.mark.parametrize("b,h,n,d", [(1, 1, 1, 8), (1, 2, 7, 80), (2, 1, 50, 8), (1, 1, 70, 32),
+                                     (1, 1, 197, 64), (1, 1, 129, 80)])
+def test_int_attention(b, h, n, d, gen):
+    _check_attention(testing.attention_case(b, h, n, d, gen))
+
+
+def test_int_attention_strided_qkv_view(gen):
+    """q, k, v as views of one packed qkv tensor [B, N, 3, H, D] (timm's layout)."""
+    b, h, n, d = 1, 2, 9, 16
+    case = testing.attention_case(b, h, n, d, gen)
+    packed = torch.stack(case.args[:3], dim=0).permute(1, 3, 0, 2, 4).contiguous()  # [B, N, 3, H, D]
+    views = packed.permute(2, 0, 3, 1, 4).unbind(0)
+    assert not views[0].is_contiguous()
+    _check_attention(testing.OpCase("int_attention", tuple(views) + case.args[3:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only: model sizes, opcheck on CUDA, Hopper PTX
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_gpu
+@pytest.mark.parametrize("m,n,k,epilogue", [
+    (1576, 2304, 768, "plain"), (1576, 3072, 768, "gelu"), (1576, 768, 3072, "residual"),
+    (1577, 3072, 1024, "gelu"), (1577, 1024, 4096, "residual"), (12608, 768, 768, "residual"),
+])
+def test_gpu_vit_linears(m, n, k, epilogue, gen):
+    _run(testing.linear_case(m, n, k, gen, epilogue), gemm.int8_linear)
+
+
+@needs_gpu
+@pytest.mark.parametrize("m,n,k", [(12608, 2304, 768), (1000, 1000, 1000)])
+def test_gpu_int8_matmul(m, n, k, gen):
+    _run(testing.matmul_case(m, n, k, gen), gemm.int8_matmul)
+
+
+@needs_gpu
+@pytest.mark.parametrize("m,c", [(12608, 768), (1577, 1024), (3, 8192)])
+def test_gpu_layernorm(m, c, gen):
+    _run(testing.layernorm_case(m, c, gen), layernorm.ptf_layernorm)
+
+
+@needs_gpu
+@pytest.mark.parametrize("n", [1, 50, 197, 577, 1025])
+@pytest.mark.parametrize("d", [32, 64, 80, 128])
+def test_gpu_int_attention(n, d, gen):
+    _check_attention(testing.attention_case(2, 3, n, d, gen))
+
+
+@needs_gpu
+def test_gpu_vit_b_attention_and_softmax(gen):
+    case = testing.attention_case(8, 12, 197, 64, gen)
+    _check_attention(case)
+    scores_case = testing.scores_case((8, 12, 197, 197), gen)
+    _run(scores_case, softmax.log_int_softmax)
+
+
+@needs_gpu
+def test_gpu_opcheck_every_integer_op(gen):
+    from fqvit_kernels import ops
+
+    assert all(ops.BACKEND[name]["cuda"] == "triton" for name in triton_kernels.cuda_kernels())
+    cases = [
+        testing.matmul_case(7, 9, 13, gen),
+        testing.linear_case(7, 24, 40, gen),
+        testing.linear_case(5, 16, 24, gen, "gelu", lut_length=256),
+        testing.linear_case(3, 16, 24, gen, "residual"),
+        testing.layernorm_case(7, 33, gen),
+        testing.scores_case((2, 3, 7, 7), gen),
+        testing.OpCase("log_attn_v", (torch.randint(0, 16, (2, 3, 7, 7), generator=gen).to(torch.uint8),
+                                      torch.randint(-128, 128, (2, 3, 7, 5), generator=gen, dtype=torch.int8), 3)),
+        testing.OpCase("attention_scores", (torch.randint(-128, 128, (2, 7, 8), generator=gen, dtype=torch.int8),
+                                            torch.randint(-128, 128, (2, 9, 8), generator=gen, dtype=torch.int8),
+                                            -3, 1 << 30, 40, 5)),
+        testing.attention_case(2, 2, 7, 16, gen),
+    ]
+    for case in cases:
+        cuda_case = case.to("cuda")
+        torch.library.opcheck(getattr(torch.ops.fqvit, case.name).default, cuda_case.args)
+        testing.assert_equal(cuda_case.run().cpu(), getattr(ref, case.name)(*case.args), case.name)
+
+
+@needs_gpu
+@pytest.mark.skipif(CUDA and torch.cuda.get_device_capability() != (9, 0), reason="wgmma is sm_90 only")
+def test_gpu_gemm_ptx_uses_wgmma_s8():
+    ptx = triton_kernels.gemm_ptx()
+    assert "wgmma" in ptx, "the int8 GEMM did not lower to Hopper wgmma"
+    wgmma_lines = [line for line in ptx.splitlines() if "wgmma.mma_async" in line]
+    assert any(".s8" in line for line in wgmma_lines), wgmma_lines[:3]
