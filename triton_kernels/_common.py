@@ -27,5 +27,13 @@ def pow2_at_least(n: int, minimum: int = 16) -> int:
 
 
 def configs(gpu_configs, interpreter_config):
-    """Autotune candidates: several on a GPU, exactly one under the interpreter (no driver to time)."""
-    return [interpreter_config] if interpreting() else list(gpu_configs)
+    """Autotune candidates: several on a GPU, exactly one under the interpreter (no driver to time).
+
+    ``FQVIT_TRITON_SINGLE_CONFIG=1`` keeps only the first GPU config (no autotuning), for runs
+    under compute-sanitizer where timing candidates would only cost time.
+    """
+    if interpreting():
+        return [interpreter_config]
+    if os.environ.get("FQVIT_TRITON_SINGLE_CONFIG", "0") not in ("", "0"):
+        return [gpu_configs[0]]
+    return list(gpu_configs)
