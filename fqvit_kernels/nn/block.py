@@ -1,0 +1,489 @@
+"""``QuantTimmVitBlock``: a timm ViT ``Block`` quantized the FQ-ViT way, in float / fake / int mode.
+
+Quantizer placement follows FQ-ViT's ``Block`` / ``Attention`` / ``Mlp`` (fqvit_reference.md §5.1)
+with timm's attribute names::
+
+    x (PTF grid of the input quantizer)
+    norm1 -> qact1 -> attn.qkv -> attn.qact1 -> q k^T d^-1/2 -> attn.qact_attn1 -> softmax (LIS or
+    uniform, attn.softmax) -> @ v -> attn.qact2 -> attn.proj -> attn.qact3 -> (+ x) -> qact2 (PTF)
+    norm2 -> qact3 -> mlp.fc1 -> GELU -> mlp.qact1 -> mlp.fc2 -> mlp.qact2 -> (+) -> qact4 (PTF)
+
+``int`` mode runs seven ``torch.ops.fqvit`` calls per block: ``ptf_layernorm`` (norm1 onto qact1),
+``int8_linear`` (qkv onto attn.qact1), ``int_attention`` (scores on attn.qact_attn1's grid with
+``d**-0.5`` folded into the score multiplier, 4-bit LIS, context onto attn.qact2), ``int8_linear``
+with the residual epilogue (proj: branch on attn.qact3, residual on the input grid, result on
+qact2), ``ptf_layernorm`` (norm2 onto qact3), ``int8_linear`` with the GELU table (fc1: the pre-GELU
+value on a calibrated grid spanning fc1's output range with ``2**gelu_lut_bits`` points, table onto
+mlp.qact1) and ``int8_linear`` with the residual epilogue (fc2: branch on mlp.qact2, result on
+qact4). Without LIS (uniform 8-bit softmax) the attention is composed from
+``torch.ops.fqvit.attention_scores`` and integer PyTorch ops (see :meth:`QuantAttention._uniform_int`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import params, reference
+from ..quant.config import QuantConfig
+from ..quant.quantizers import log_int_softmax_float
+from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_calibration, set_mode
+
+__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block"]
+
+#: Fractional bits of the exponent table of the integer uniform softmax (no-LIS presets).
+SOFTMAX_EXP_BITS = 20
+
+
+def _timm_classes():
+    from timm.layers import Mlp
+    from timm.models.vision_transformer import Attention, Block
+    return Block, Attention, Mlp
+
+
+def _is_identity(m) -> bool:
+    return m is None or isinstance(m, nn.Identity)
+
+
+def check_supported_block(block: nn.Module) -> None:
+    """Raise ``NotImplementedError`` naming the first feature of ``block`` that is not supported."""
+    Block, Attention, Mlp = _timm_classes()
+    if type(block) is not Block:
+        raise NotImplementedError(f"only timm.models.vision_transformer.Block is supported, got {type(block).__name__}")
+    attn, mlp = block.attn, block.mlp
+    if type(attn) is not Attention:
+        raise NotImplementedError(f"attention variant {type(attn).__name__} is not supported (plain timm Attention only)")
+    if not (_is_identity(getattr(attn, "q_norm", None)) and _is_identity(getattr(attn, "k_norm", None))):
+        raise NotImplementedError("qk_norm (LayerNorm on q and k) is not supported")
+    if not _is_identity(getattr(attn, "norm", None)):
+        raise NotImplementedError("scale_attn_norm (LayerNorm on the attention output) is not supported")
+    if getattr(attn, "gate", None) is not None:
+        raise NotImplementedError("gated attention (attn.gate) is not supported")
+    if getattr(attn, "attn_dim", attn.num_heads * attn.head_dim) != attn.qkv.in_features or \
+            attn.proj.out_features != attn.qkv.in_features:
+        raise NotImplementedError("attention with attn_head_dim / dim_out different from dim is not supported")
+    if not (_is_identity(block.ls1) and _is_identity(block.ls2)):
+        raise NotImplementedError("layer scale (init_values / ls1, ls2) is not supported")
+    if type(mlp) is not Mlp:
+        raise NotImplementedError(f"MLP variant {type(mlp).__name__} is not supported (fused/gated MLPs such as "
+                                  "GluMlp/SwiGLU are refused; plain timm Mlp only)")
+    if not (isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.fc2, nn.Linear)):
+        raise NotImplementedError("convolutional MLP (use_conv) is not supported")
+    if not _is_identity(getattr(mlp, "norm", None)):
+        raise NotImplementedError("scale_mlp_norm (LayerNorm inside the MLP) is not supported")
+    act = mlp.act
+    if type(act) is not nn.GELU or getattr(act, "approximate", "none") != "none":
+        raise NotImplementedError(f"activation {act!r} is not supported (exact nn.GELU only)")
+    for name in ("norm1", "norm2"):
+        norm = getattr(block, name)
+        if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
+            raise NotImplementedError(f"{name} must be an affine nn.LayerNorm, got {type(norm).__name__}")
+
+
+def _fixed(real: float, name: str):
+    return params.fixed_point_multiplier(float(real), name)
+
+
+def _long(value: int) -> torch.Tensor:
+    return torch.tensor(int(value), dtype=torch.int64)
+
+
+class QuantSoftmax(QuantModule):
+    """FQ-ViT ``QIntSoftmax``: LIS with ``bits``-bit log2 codes, or float softmax + uniform ``QAct``."""
+
+    def __init__(self, config: QuantConfig, name: str) -> None:
+        super().__init__()
+        self.lis = config.lis
+        self.bits = config.attn_bits
+        # The uniform branch's quantizer; FQ-ViT builds it in both settings (unused by LIS).
+        self.qact = QAct(1, "act", config, name + ".qact")
+
+    def forward(self, x: torch.Tensor, score_quantizer: QAct) -> torch.Tensor:
+        if self.lis and bool(score_quantizer.calibrated) and (self.mode != "float" or self.calibrating):
+            # Also in the last calibration batch, once qact_attn1 has its scale (as in FQ-ViT).
+            return log_int_softmax_float(x, score_quantizer.scale.reshape(()), self.bits)
+        return self.qact(x.softmax(dim=-1))
+
+
+class QuantAttention(QuantModule):
+    """timm ``Attention`` with FQ-ViT's quantizers (``qkv``, ``qact1``, ``qact_attn1``, ``softmax``,
+    ``qact2``, ``proj``, ``qact3``)."""
+
+    def __init__(self, attn: nn.Module, config: QuantConfig, name: str = "attn") -> None:
+        super().__init__()
+        dim = attn.qkv.in_features
+        self.num_heads = attn.num_heads
+        self.head_dim = attn.head_dim
+        self.scale = float(attn.scale)
+        self.lis = config.lis
+        self.attn_bits = config.attn_bits
+        self.qkv = QuantLinear(attn.qkv)
+        self.qact1 = QAct(3 * dim, "act", config, f"{name}.qact1")
+        self.qact_attn1 = QAct(1, "act", config, f"{name}.qact_attn1")
+        self.softmax = QuantSoftmax(config, f"{name}.softmax")
+        self.qact2 = QAct(dim, "act", config, f"{name}.qact2")
+        self.proj = QuantLinear(attn.proj, residual=True)
+        self.qact3 = QAct(dim, "act", config, f"{name}.qact3")
+        # int-mode parameters of the attention core (filled at conversion).
+        self.register_buffer("score_multiplier", _long(0))
+        self.register_buffer("score_shift", _long(1))
+        self.register_buffer("exp_table", torch.zeros(256, dtype=torch.int64))
+        self.register_buffer("out_multiplier", _long(0))
+        self.register_buffer("out_shift", _long(1))
+        # uniform (no-LIS) softmax: 1 / s_softmax as a fixed-point number.
+        self.register_buffer("inv_softmax_multiplier", _long(0))
+        self.register_buffer("inv_softmax_shift", _long(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float / fake forward of ``x [B, N, C]`` (FQ-ViT ``Attention.forward``)."""
+        b, n, c = x.shape
+        x = self.qact1(self.qkv(x))
+        qkv = x.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = self.qact_attn1(attn)
+        attn = self.softmax(attn, self.qact_attn1)
+        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        x = self.qact2(x)
+        return self.qact3(self.proj(x))
+
+    # -- conversion ------------------------------------------------------------------------------
+
+    def convert(self) -> None:
+        """Precompute the int-mode parameters of qkv and the attention core from the scales."""
+        s_qkv = float(self.qact1.scale)
+        s_score = float(self.qact_attn1.scale)
+        s_ctx = float(self.qact2.scale)
+        m, s = _fixed(s_qkv * s_qkv * self.scale / s_score, "score ratio s_qkv**2 / sqrt(d) / s_score")
+        self.score_multiplier.fill_(m)
+        self.score_shift.fill_(s)
+        if self.lis:
+            self.exp_table.copy_(params.lis_exp_table(s_score))
+            m, s = _fixed(s_qkv * 2.0**-reference.LIS_VALUE_SHIFT / s_ctx, "context ratio s_qkv * 2**-15 / s_ctx")
+        else:
+            d = torch.arange(256, dtype=torch.float64)
+            self.exp_table.copy_(torch.round(torch.exp(-d * s_score) * 2.0**SOFTMAX_EXP_BITS).to(torch.int64))
+            s_sm = float(self.softmax.qact.scale)
+            mi, si = _fixed(1.0 / s_sm, "1 / softmax scale")
+            self.inv_softmax_multiplier.fill_(mi)
+            self.inv_softmax_shift.fill_(si)
+            m, s = _fixed(s_qkv * s_sm / s_ctx, "context ratio s_qkv * s_softmax / s_ctx")
+        self.out_multiplier.fill_(m)
+        self.out_shift.fill_(s)
+
+    def int_params(self) -> dict:
+        """Python ints of the attention core (read once per conversion / load)."""
+        return dict(
+            qkv_zp=self.qact1.stored_zero_point,
+            score_multiplier=int(self.score_multiplier), score_shift=int(self.score_shift),
+            score_zp=self.qact_attn1.stored_zero_point,
+            out_multiplier=int(self.out_multiplier), out_shift=int(self.out_shift),
+            out_zp=self.qact2.stored_zero_point,
+            softmax_zp=int(self.softmax.qact.zero_point.item()),
+            inv_softmax_multiplier=int(self.inv_softmax_multiplier), inv_softmax_shift=int(self.inv_softmax_shift),
+        )
+
+    def int_core(self, qkv: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
+        """Integer attention of the qkv GEMM output ``[B*N, 3C]`` → context ``[B*N, C]`` on qact2's grid."""
+        h, d = self.num_heads, self.head_dim
+        parts = qkv.view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
+        q, k, v = parts[0], parts[1], parts[2]
+        if self.lis:
+            if self.attn_bits != 4:
+                raise NotImplementedError("int mode supports 4-bit LIS only (torch.ops.fqvit.int_attention); "
+                                          f"this block uses {self.attn_bits}-bit LIS: run it in fake mode")
+            ctx = torch.ops.fqvit.int_attention(
+                q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
+                self.exp_table, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
+        else:
+            ctx = self._uniform_int(q, k, v, ints)
+        return ctx.transpose(1, 2).reshape(b * n, h * d)
+
+    def _uniform_int(self, q, k, v, ints: dict) -> torch.Tensor:
+        """Integer softmax quantized to uint8 (no LIS) and ``P @ V``; int8 ``[B, H, N, D]``.
+
+        ``e = exp_table[rowmax - score]`` holds ``round(2**20 * exp(-d * s_score))``; the uint8 code is
+        ``clamp(round_half_up(e / sum(e) / s_softmax) + zp_softmax, 0, 255)`` computed as one integer
+        division, then ``sum_j (code_j - zp_softmax) * (v_j - zp_v)`` is requantized onto qact2.
+        """
+        scores = torch.ops.fqvit.attention_scores(q, k, ints["qkv_zp"], ints["score_multiplier"],
+                                                  ints["score_shift"], ints["score_zp"]).to(torch.int64)
+        dist = scores.amax(dim=-1, keepdim=True) - scores
+        e = self.exp_table.to(scores.device)[dist]
+        total = e.sum(dim=-1, keepdim=True)
+        num = e * ints["inv_softmax_multiplier"]
+        den = total << ints["inv_softmax_shift"]
+        code = torch.div(2 * num + den, 2 * den, rounding_mode="floor") + ints["softmax_zp"]
+        code = torch.clamp(code, 0, 255) - ints["softmax_zp"]
+        v_c = v.to(torch.int64) - ints["qkv_zp"]
+        if code.device.type == "cpu":
+            ctx = torch.matmul(code, v_c)
+        else:  # exact: |sum| < 255 * 255 * N < 2**53
+            ctx = torch.matmul(code.to(torch.float64), v_c.to(torch.float64)).to(torch.int64)
+        out = reference.requantize(ctx, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
+        return out.to(torch.int8)
+
+
+class QuantMlp(QuantModule):
+    """timm ``Mlp`` with FQ-ViT's quantizers (``fc1``, GELU, ``qact1``, ``fc2``, ``qact2``).
+
+    ``pre_gelu`` is a MinMax observer on fc1's output (FQ-ViT leaves it unquantized); it only
+    defines the input grid of the GELU table used in ``int`` mode.
+    """
+
+    def __init__(self, mlp: nn.Module, config: QuantConfig, name: str = "mlp") -> None:
+        super().__init__()
+        hidden = mlp.fc1.out_features
+        self.lut_length = 2**config.gelu_lut_bits
+        self.fc1 = QuantLinear(mlp.fc1)
+        self.pre_gelu = QAct(1, "minmax", config, f"{name}.pre_gelu")
+        self.qact1 = QAct(hidden, "act", config, f"{name}.qact1")
+        self.fc2 = QuantLinear(mlp.fc2, residual=True)
+        self.qact2 = QAct(mlp.fc2.out_features, "act", config, f"{name}.qact2")
+        self.register_buffer("gelu_lut", torch.zeros(self.lut_length, dtype=torch.int8))
+        self.register_buffer("pre_gelu_zero_point", _long(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        if self.calibrating:
+            self.pre_gelu.observer.update(x)
+        x = self.qact1(F.gelu(x))
+        return self.qact2(self.fc2(x))
+
+    def convert(self, in_quantizer: QAct) -> None:
+        """Pre-GELU grid (calibrated fc1 output range over the table) and the GELU table."""
+        obs = self.pre_gelu.observer
+        if obs.initialized:
+            lo, hi = float(obs.min_val), float(obs.max_val)
+            pre_scale = max(hi - lo, 1e-8) / (self.lut_length - 1)
+            pre_zp = int(min(max(round(-lo / pre_scale), 0), self.lut_length - 1))
+            self.pre_gelu.scale.fill_(pre_scale)
+            self.pre_gelu.zero_point.fill_(pre_zp)
+            self.pre_gelu.calibrated.fill_(True)
+        self.pre_gelu.require_calibrated()
+        pre_scale = float(self.pre_gelu.scale)
+        pre_zp = int(self.pre_gelu.zero_point.item())
+        self.pre_gelu_zero_point.fill_(pre_zp)
+        self.gelu_lut.copy_(params.gelu_lut(pre_scale, pre_zp, self.lut_length, float(self.qact1.scale),
+                                            self.qact1.stored_zero_point))
+        _convert_linear(self.fc1, in_quantizer, pre_scale, in_zp=in_quantizer.stored_zero_point)
+
+
+def _convert_linear(lin: QuantLinear, in_quantizer: QAct, out_scale: float, in_zp: int) -> None:
+    s_x = float(in_quantizer.scale)
+    lin.int_bias.copy_(params.fold_linear_bias(lin.bias, lin.weight_int8.cpu(), s_x, lin.weight_scale.cpu(), in_zp))
+    m, s = params.fixed_point_multipliers(s_x * lin.weight_scale.double().cpu() / out_scale, "requant ratio s_x * s_w / s_out")
+    lin.multiplier.copy_(m)
+    lin.shift.copy_(s)
+
+
+def _convert_residual(lin: QuantLinear, branch: QAct, residual: QAct, out: QAct) -> None:
+    c = lin.out_features
+    s_out = out.channel_scale(c)
+    m_b, m_r, shift = params.shared_shift_multipliers(
+        branch.channel_scale(c) / s_out, residual.channel_scale(c) / s_out, ("branch ratio", "residual ratio"))
+    lin.branch_multiplier.copy_(m_b)
+    lin.residual_multiplier.copy_(m_r)
+    lin.residual_shift.copy_(shift)
+
+
+def convert_layernorm(norm: QuantLayerNorm, in_quantizer: QAct, out_quantizer: QAct) -> None:
+    """``ptf_layernorm`` parameters of ``norm`` between two calibrated quantizers."""
+    in_scale = in_quantizer.channel_scale(norm.channels)
+    norm.ptf_alpha.copy_(params.ptf_alpha(in_scale))
+    wm, bias, shift = params.layernorm_params(norm.weight.cpu(), norm.bias.cpu(), float(out_quantizer.scale))
+    norm.weight_multiplier.copy_(wm)
+    norm.ln_bias.copy_(bias)
+    norm.ln_shift.copy_(shift)
+
+
+def layernorm_int(norm: QuantLayerNorm, x: torch.Tensor, in_zp: int, out_zp: int) -> torch.Tensor:
+    """``torch.ops.fqvit.ptf_layernorm`` on int8 rows ``[M, C]``."""
+    return torch.ops.fqvit.ptf_layernorm(x, in_zp, norm.ptf_alpha, norm.weight_multiplier, norm.ln_bias,
+                                         norm.ln_shift, out_zp)
+
+
+class QuantTimmVitBlock(QuantModule):
+    """A timm ``Block`` with FQ-ViT quantization; build it with :meth:`from_float`.
+
+    Modes (set with :meth:`set_mode`): ``float`` (FP32; observers record while calibrating),
+    ``fake`` (FQ-ViT's float simulation; input and output float, the output on ``qact4``'s PTF grid)
+    and ``int`` (``torch.ops.fqvit`` kernels; input int8 ``[B, N, C]`` codes on the input grid, output
+    int8 codes on ``qact4``'s grid). Set ``float_io = True`` to make the ``int`` forward take a float
+    input (quantized with the input quantizer) and return the dequantized float output.
+
+    The input grid belongs to the previous quantizer (the model's ``qact1`` or the previous block's
+    ``qact4``), passed as ``input_quantizer``; a standalone block owns one (``qact0``, PTF).
+    """
+
+    def __init__(self, block: nn.Module, config: QuantConfig, input_quantizer: Optional[QAct] = None) -> None:
+        super().__init__()
+        check_supported_block(block)
+        self.config = config
+        dim = block.norm1.normalized_shape[0]
+        self.dim = dim
+        ln_kind = "ptf" if config.ptf else "act"
+        if input_quantizer is None:
+            self.qact0 = QAct(dim, ln_kind, config, "qact0")
+            self._external_input = None
+        else:
+            self.qact0 = None
+            self._external_input = [input_quantizer]  # a list: not registered as a submodule
+        self.norm1 = QuantLayerNorm(block.norm1, config)
+        self.qact1 = QAct(dim, "act", config, "qact1")
+        self.attn = QuantAttention(block.attn, config, "attn")
+        self.qact2 = QAct(dim, ln_kind, config, "qact2")
+        self.norm2 = QuantLayerNorm(block.norm2, config)
+        self.qact3 = QAct(dim, "act", config, "qact3")
+        self.mlp = QuantMlp(block.mlp, config, "mlp")
+        self.qact4 = QAct(dim, ln_kind, config, "qact4")
+        self.float_io = False
+        self._ints: Optional[dict] = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._drop_int_cache())
+
+    @classmethod
+    def from_float(cls, block: nn.Module, config: Optional[QuantConfig] = None,
+                   input_quantizer: Optional[QAct] = None) -> "QuantTimmVitBlock":
+        """Wrap ``timm.models.vision_transformer.Block`` ``block`` (uncalibrated, ``float`` mode).
+
+        Raises ``NotImplementedError`` for unsupported variants (qk_norm, layer scale, gated or
+        fused MLPs, non-GELU activations, other attention classes).
+        """
+        return cls(block, config or QuantConfig(), input_quantizer)
+
+    @property
+    def input_quantizer(self) -> QAct:
+        """The quantizer whose grid the block input lies on."""
+        return self.qact0 if self.qact0 is not None else self._external_input[0]
+
+    def _drop_int_cache(self) -> None:
+        self._ints = None
+
+    def set_mode(self, mode: str) -> "QuantTimmVitBlock":
+        """Switch this block (and its own input quantizer) to ``float``, ``fake`` or ``int``."""
+        set_mode(self, mode)
+        return self
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether every quantizer of the block has its parameters."""
+        return all(bool(m.calibrated) for m in self.modules() if isinstance(m, QAct) and m is not self.mlp.pre_gelu
+                   and not (m is self.attn.softmax.qact and self.attn.lis))
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        """Block forward; accepts timm's keywords but refuses masks and causal attention."""
+        if attn_mask is not None:
+            raise NotImplementedError("attention masks (attn_mask) are not supported by QuantTimmVitBlock")
+        if is_causal:
+            raise NotImplementedError("causal attention (is_causal=True) is not supported by QuantTimmVitBlock")
+        if self.mode == "int":
+            return self._forward_int(x)
+        if self.qact0 is not None:
+            x = self.qact0(x)
+        in_q = self.input_quantizer
+        x = x + self.attn(self.qact1(self.norm1(x, in_q, self.qact1)))
+        x = self.qact2(x)
+        x = x + self.mlp(self.qact3(self.norm2(x, self.qact2, self.qact3)))
+        return self.qact4(x)
+
+    def _require_calibrated(self) -> None:
+        if not self.calibrated or not bool(self.input_quantizer.calibrated):
+            raise NotCalibratedError("QuantTimmVitBlock is not calibrated: run calibrate() (or quantize_model) "
+                                     "before an int or fake forward")
+
+    def _int_params(self) -> dict:
+        if self._ints is None:
+            self._require_calibrated()
+            ints = self.attn.int_params()
+            ints.update(in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
+                        qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
+                        qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.pre_gelu_zero_point),
+                        mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
+            self._ints = ints
+        return self._ints
+
+    def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        ints = self._int_params()
+        if self.float_io:
+            if not x.is_floating_point():
+                raise TypeError("float_io=True: the int-mode block takes a float input")
+            x = self.input_quantizer.quantize_int(x)
+        elif x.dtype != torch.int8:
+            raise TypeError(f"int mode takes int8 codes on the input grid, got {x.dtype} (set block.float_io = True "
+                            "to pass floats)")
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x of shape [B, N, {self.dim}], got {tuple(x.shape)}")
+        b, n, c = x.shape
+        with torch.no_grad():
+            out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints)
+        out = out.view(b, n, c)
+        return self.qact4.dequantize_int(out) if self.float_io else out
+
+    def _int_body(self, x: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
+        attn, mlp = self.attn, self.mlp
+        h = layernorm_int(self.norm1, x, ints["in_zp"], ints["qact1_zp"])
+        qkv = torch.ops.fqvit.int8_linear(h, attn.qkv.weight_int8, attn.qkv.int_bias, attn.qkv.multiplier,
+                                          attn.qkv.shift, ints["qkv_zp"])
+        ctx = attn.int_core(qkv, b, n, ints)
+        p = attn.proj
+        x = torch.ops.fqvit.int8_linear(ctx, p.weight_int8, p.int_bias, p.multiplier, p.shift, ints["qact3_attn_zp"],
+                                        None, x, ints["in_zp"], p.branch_multiplier, p.residual_multiplier,
+                                        p.residual_shift, ints["qact2_zp"])
+        h = layernorm_int(self.norm2, x, ints["qact2_zp"], ints["qact3_zp"])
+        f1 = mlp.fc1
+        h = torch.ops.fqvit.int8_linear(h, f1.weight_int8, f1.int_bias, f1.multiplier, f1.shift, ints["pre_gelu_zp"],
+                                        mlp.gelu_lut)
+        f2 = mlp.fc2
+        return torch.ops.fqvit.int8_linear(h, f2.weight_int8, f2.int_bias, f2.multiplier, f2.shift,
+                                           ints["mlp_qact2_zp"], None, x, ints["qact2_zp"], f2.branch_multiplier,
+                                           f2.residual_multiplier, f2.residual_shift, ints["qact4_zp"])
+
+    # -- calibration and conversion --------------------------------------------------------------
+
+    @torch.no_grad()
+    def convert(self) -> None:
+        """Precompute every int-mode parameter from the calibrated scales (called once)."""
+        self._require_calibrated()
+        in_q, attn, mlp = self.input_quantizer, self.attn, self.mlp
+        convert_layernorm(self.norm1, in_q, self.qact1)
+        _convert_linear(attn.qkv, self.qact1, float(attn.qact1.scale), self.qact1.stored_zero_point)
+        attn.convert()
+        _convert_linear(attn.proj, attn.qact2, float(attn.qact3.scale), attn.qact2.stored_zero_point)
+        _convert_residual(attn.proj, attn.qact3, in_q, self.qact2)
+        convert_layernorm(self.norm2, self.qact2, self.qact3)
+        mlp.convert(self.qact3)
+        _convert_linear(mlp.fc2, mlp.qact1, float(mlp.qact2.scale), mlp.qact1.stored_zero_point)
+        _convert_residual(mlp.fc2, mlp.qact2, self.qact2, self.qact4)
+        self._ints = None
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False) -> "QuantTimmVitBlock":
+        """Calibrate a standalone block on float inputs ``[B, N, C]`` (FQ-ViT §6), convert, set ``mode``.
+
+        Observers update on every batch; the last batch fixes the parameters (OMSE / PTF search on
+        it). Raises ``ValueError`` on empty data.
+        """
+        run_calibration(self, list(batches), self.forward, progress=progress, desc="calibrating block")
+        self.convert()
+        return self.set_mode(mode)
+
+
+def run_calibration(root: nn.Module, batches: list, forward, progress: bool = True, desc: str = "calibrating") -> None:
+    """FQ-ViT's calibration loop over ``batches`` (a list) calling ``forward(batch)`` in float mode."""
+    if len(batches) == 0:
+        raise ValueError("calibration data is empty: give at least one batch")
+    from tqdm.auto import tqdm
+
+    set_mode(root, "float")
+    try:
+        for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+            set_calibration(root, True, last_batch=(i == len(batches) - 1))
+            forward(batch)
+    finally:
+        set_calibration(root, False, False)

@@ -1,0 +1,215 @@
+"""Building blocks of the quantized modules: the activation quantizer ``QAct``, ``QuantLinear``,
+``QuantLayerNorm`` and the mode flags shared by all of them.
+
+Every module here has three modes (design.md §3):
+
+* ``float`` — FP32 forward; while ``calibrating`` each observer records its tensor and, on the
+  ``last_batch``, fixes its ``(scale, zero_point)`` (FQ-ViT ``calibrate`` / ``last_calibrate``);
+* ``fake`` — float simulation of FQ-ViT (``quant = True``);
+* ``int`` — handled by the owning block/model, which calls the ``torch.ops.fqvit`` kernels with
+  integer parameters these modules hold as buffers.
+
+Zero points are kept in FQ-ViT's unsigned code domain (``zero_point``, 0..255) next to the scale;
+:attr:`QAct.stored_zero_point` gives the int8 storage domain used by the ops (``zp - 128``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..quant.config import QuantConfig
+from ..quant.observers import Observer, make_observer
+from ..quant.quantizers import fake_quantize, int_layernorm_float, quantize_weight
+
+__all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode", "set_calibration",
+           "NotCalibratedError"]
+
+MODES = ("float", "fake", "int")
+
+
+class NotCalibratedError(RuntimeError):
+    """A ``fake`` or ``int`` forward was asked of a module whose quantizers have no parameters yet."""
+
+
+class QuantModule(nn.Module):
+    """Mixin holding the mode and calibration flags (set model-wide by :func:`set_mode`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = "float"
+        self.calibrating = False
+        self.last_batch = False
+
+
+def set_mode(root: nn.Module, mode: str) -> None:
+    """Put every :class:`QuantModule` under ``root`` (inclusive) in ``mode`` (float / fake / int)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    for m in root.modules():
+        if isinstance(m, QuantModule):
+            m.mode = mode
+
+
+def set_calibration(root: nn.Module, calibrating: bool, last_batch: bool = False) -> None:
+    """Switch observers on/off (``calibrating``) and mark the last calibration batch."""
+    for m in root.modules():
+        if isinstance(m, QuantModule):
+            m.calibrating = calibrating
+            m.last_batch = last_batch
+
+
+class QAct(QuantModule):
+    """FQ-ViT ``QAct``: uint8 asymmetric quantizer of an activation (per tensor, or PTF per channel).
+
+    Args:
+        channels: channel count (last dim) of the tensor; the PTF scale has that length.
+        kind: ``act`` (observer ``config.observer``, per tensor), ``ptf`` (PtfObserver) or
+            ``minmax`` (per-tensor MinMax regardless of the config).
+        config: the :class:`QuantConfig`.
+        name: dotted name used in error messages.
+    """
+
+    def __init__(self, channels: int, kind: str, config: QuantConfig, name: str = "qact") -> None:
+        super().__init__()
+        self.kind = kind
+        self.name = name
+        self.bits = config.act_bits
+        observer_kind = {"act": config.observer, "ptf": "ptf", "minmax": "minmax"}[kind]
+        self.observer: Observer = make_observer(observer_kind, self.bits, config)
+        self.register_buffer("scale", torch.ones(channels if kind == "ptf" else 1, dtype=torch.float32))
+        self.register_buffer("zero_point", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def per_channel(self) -> bool:
+        return self.kind == "ptf"
+
+    @property
+    def stored_zero_point(self) -> int:
+        """The zero point in the int8 storage domain of the ops (``code - 128``)."""
+        return int(self.zero_point.item()) - 2 ** (self.bits - 1)
+
+    def channel_scale(self, channels: int) -> torch.Tensor:
+        """The scale as a float64 vector of length ``channels`` (a scalar scale is repeated)."""
+        s = self.scale.detach().to("cpu", torch.float64)
+        return s.expand(channels).clone() if s.numel() == 1 else s
+
+    def require_calibrated(self) -> None:
+        if not bool(self.calibrated):
+            raise NotCalibratedError(f"{self.name} has no quantization parameters: calibrate the model "
+                                     "(quantize_model / QuantTimmVitBlock.calibrate) before a fake or int forward")
+
+    def set_params(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """Fix ``(scale, zero_point)`` (zero point in the unsigned code domain)."""
+        scale = scale.detach().to(torch.float32).reshape(-1)
+        if scale.numel() != self.scale.numel():
+            scale = scale.expand(self.scale.numel())
+        self.scale.copy_(scale)
+        self.zero_point.copy_(zero_point.detach().to(torch.float32).reshape(()))
+        self.calibrated.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self.observer.update(x)
+            if self.last_batch:
+                self.set_params(*self.observer.compute(x))
+        if self.mode == "float":
+            return x
+        self.require_calibrated()
+        return fake_quantize(x, self.scale, self.zero_point, self.bits)
+
+    def quantize_int(self, x: torch.Tensor) -> torch.Tensor:
+        """Float → int8 codes on this grid with ``torch.ops.fqvit.quantize``."""
+        self.require_calibrated()
+        scale = self.scale if self.per_channel else self.scale.reshape(())
+        return torch.ops.fqvit.quantize(x.contiguous(), scale.to(x.device), self.stored_zero_point)
+
+    def dequantize_int(self, x: torch.Tensor) -> torch.Tensor:
+        """int8 codes on this grid → float32 with ``torch.ops.fqvit.dequantize``."""
+        self.require_calibrated()
+        scale = self.scale if self.per_channel else self.scale.reshape(())
+        return torch.ops.fqvit.dequantize(x.contiguous(), scale.to(x.device), self.stored_zero_point)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, bits={self.bits}, channels={self.scale.numel()}"
+
+
+class QuantLinear(QuantModule):
+    """FQ-ViT ``QLinear``: int8 symmetric per-output-channel weight, float bias in ``fake`` mode.
+
+    The float weight is a non-persistent buffer (needed only to calibrate); the checkpoint keeps
+    ``weight_int8`` and ``weight_scale``, from which ``fake`` mode rebuilds FQ-ViT's fake-quantized
+    weight ``q * s`` exactly. The integer-op parameters (``int_bias``, ``multiplier``, ``shift`` and,
+    for the residual epilogue, ``branch_multiplier``, ``residual_multiplier``, ``residual_shift``)
+    are filled by the owning block at conversion.
+    """
+
+    def __init__(self, linear: nn.Linear, residual: bool = False) -> None:
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise NotImplementedError(f"expected nn.Linear, got {type(linear).__name__}")
+        n, k = linear.weight.shape
+        self.in_features, self.out_features = k, n
+        self.register_buffer("weight", linear.weight.detach().clone().float(), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone().float())
+        codes, scale = quantize_weight(linear.weight)
+        self.register_buffer("weight_int8", codes)
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("int_bias", torch.zeros(n, dtype=torch.int32))
+        self.register_buffer("multiplier", torch.zeros(n, dtype=torch.int32))
+        self.register_buffer("shift", torch.ones(n, dtype=torch.int32))
+        if residual:
+            self.register_buffer("branch_multiplier", torch.zeros(n, dtype=torch.int32))
+            self.register_buffer("residual_multiplier", torch.zeros(n, dtype=torch.int32))
+            self.register_buffer("residual_shift", torch.ones(n, dtype=torch.int32))
+
+    def fake_weight(self) -> torch.Tensor:
+        return self.weight_int8.to(torch.float32) * self.weight_scale.reshape(-1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "float":
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.fake_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class QuantLayerNorm(QuantModule):
+    """FQ-ViT ``QIntLayerNorm``: float LayerNorm while calibrating; in ``fake`` mode the integer-mode
+    formula of fqvit_reference.md §3.3 when PTF is on, else the float LayerNorm on the fake-quantized
+    input. ``int`` mode parameters (``ptf_alpha``, ``weight_multiplier``, ``ln_bias``, ``ln_shift``)
+    are filled at conversion for ``torch.ops.fqvit.ptf_layernorm``.
+    """
+
+    def __init__(self, norm: nn.LayerNorm, config: QuantConfig) -> None:
+        super().__init__()
+        if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
+            raise NotImplementedError(f"only affine nn.LayerNorm is supported, got {type(norm).__name__}")
+        if len(norm.normalized_shape) != 1:
+            raise NotImplementedError("only LayerNorm over the last dim is supported")
+        c = norm.normalized_shape[0]
+        self.channels = c
+        self.eps = norm.eps
+        self.int_norm = config.ptf
+        self.register_buffer("weight", norm.weight.detach().clone().float())
+        self.register_buffer("bias", norm.bias.detach().clone().float())
+        self.register_buffer("ptf_alpha", torch.zeros(c, dtype=torch.int32))
+        self.register_buffer("weight_multiplier", torch.zeros(c, dtype=torch.int32))
+        self.register_buffer("ln_bias", torch.zeros(c, dtype=torch.int64))
+        self.register_buffer("ln_shift", torch.ones(c, dtype=torch.int32))
+
+    def forward(self, x: torch.Tensor, in_quantizer: Optional[QAct] = None,
+                out_quantizer: Optional[QAct] = None) -> torch.Tensor:
+        if self.mode == "float" or not self.int_norm:
+            return F.layer_norm(x, (self.channels,), self.weight, self.bias, self.eps)
+        in_quantizer.require_calibrated()
+        out_quantizer.require_calibrated()
+        return int_layernorm_float(x, in_quantizer.scale, out_quantizer.scale, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, eps={self.eps}, int_norm={self.int_norm}"

@@ -1,0 +1,316 @@
+"""Whole-model conversion of a timm ``VisionTransformer``: :func:`quantize_model`, save and load.
+
+Layout (FQ-ViT ``VisionTransformer``, fqvit_reference.md §5.1, with the patch embedding kept in
+float as the user asked): ``patch_embed`` (float) → ``cls_token`` / ``+ pos_embed`` (float) →
+``qact1`` (PTF; in ``int`` mode ``torch.ops.fqvit.quantize`` — the float/int boundary) →
+:class:`QuantTimmVitBlock` × depth → ``norm`` (integer LayerNorm onto ``qact2``, class token only,
+which is what FQ-ViT's per-token LayerNorm followed by ``[:, 0]`` computes) → ``qact2`` → ``head``
+(int8 weights) → ``act_out`` (uint8 logits, dequantized to float32 at the end).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+from typing import Dict, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+from ..quant.config import QuantConfig, get_config
+from .block import QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, run_calibration
+from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode
+
+__all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
+           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "fqvit-kernels/quantized-vit"
+CHECKPOINT_VERSION = 1
+
+ConfigLike = Union[QuantConfig, str, None]
+
+
+def _resolve_config(config: ConfigLike) -> QuantConfig:
+    if config is None:
+        return QuantConfig()
+    if isinstance(config, str):
+        return get_config(config)
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a QuantConfig or a preset name, got {type(config).__name__}")
+    return config
+
+
+def _check_supported_vit(vit: nn.Module) -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(vit, VisionTransformer):
+        raise NotImplementedError(f"quantize_model supports timm VisionTransformer (vit_*, deit_*), got {type(vit).__name__}")
+    if hasattr(vit, "dist_token") or hasattr(vit, "head_dist"):
+        raise NotImplementedError("distilled DeiT models (dist_token / head_dist) are not supported; use the "
+                                  "non-distilled deit_* models")
+    if getattr(vit, "global_pool", "token") != "token" or vit.cls_token is None:
+        raise NotImplementedError(f"only class-token pooling is supported (global_pool='token'), got "
+                                  f"{getattr(vit, 'global_pool', None)!r}")
+    if getattr(vit, "reg_token", None) is not None:
+        raise NotImplementedError("register tokens (reg_tokens) are not supported")
+    if getattr(vit, "dynamic_img_size", False):
+        raise NotImplementedError("dynamic_img_size is not supported")
+    if vit.pos_embed is None:
+        raise NotImplementedError("models without a learned absolute position embedding are not supported")
+    for name in ("norm_pre", "fc_norm"):
+        if not isinstance(getattr(vit, name, nn.Identity()), nn.Identity):
+            raise NotImplementedError(f"{name} (pre_norm / fc_norm) is not supported")
+    if getattr(vit, "attn_pool", None) is not None:
+        raise NotImplementedError("attention pooling (global_pool='map') is not supported")
+    if not isinstance(vit.norm, nn.LayerNorm):
+        raise NotImplementedError("the final norm must be a LayerNorm (final_norm=True)")
+    if not isinstance(vit.head, nn.Linear):
+        raise NotImplementedError("a linear classification head is required (num_classes > 0)")
+
+
+def arch_config(vit: nn.Module) -> Dict[str, object]:
+    """Constructor arguments of ``timm...VisionTransformer`` that rebuild ``vit``'s architecture."""
+    block = vit.blocks[0]
+    pe = vit.patch_embed
+    return dict(
+        img_size=list(pe.img_size), patch_size=list(pe.patch_size), in_chans=int(pe.proj.in_channels),
+        num_classes=int(vit.head.out_features), embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
+        num_heads=int(block.attn.num_heads), mlp_ratio=block.mlp.fc1.out_features / vit.embed_dim,
+        qkv_bias=block.attn.qkv.bias is not None, proj_bias=block.attn.proj.bias is not None,
+        no_embed_class=bool(vit.no_embed_class), norm_eps=float(vit.norm.eps),
+    )
+
+
+def _build_vit(arch: Dict[str, object]) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    kwargs = dict(arch)
+    eps = kwargs.pop("norm_eps")
+    kwargs["img_size"] = tuple(kwargs["img_size"])
+    kwargs["patch_size"] = tuple(kwargs["patch_size"])
+    return VisionTransformer(norm_layer=functools.partial(nn.LayerNorm, eps=eps), **kwargs).eval()
+
+
+class QuantVisionTransformer(QuantModule):
+    """A quantized timm ``VisionTransformer``; create it with :func:`quantize_model`.
+
+    ``forward(images)`` returns float32 logits in every mode (``float``, ``fake``, ``int``; switch with
+    :meth:`set_mode`). In ``int`` mode everything between the ``qact1`` boundary and the logits runs
+    on ``torch.ops.fqvit`` kernels.
+    """
+
+    def __init__(self, vit: nn.Module, config: QuantConfig) -> None:
+        super().__init__()
+        _check_supported_vit(vit)
+        self.config = config
+        self.arch = arch_config(vit)
+        dim = vit.embed_dim
+        self.patch_embed = vit.patch_embed
+        self.cls_token = nn.Parameter(vit.cls_token.detach().clone(), requires_grad=False)
+        self.pos_embed = nn.Parameter(vit.pos_embed.detach().clone(), requires_grad=False)
+        self.no_embed_class = bool(vit.no_embed_class)
+        self.qact1 = QAct(dim, "ptf" if config.ptf else "act", config, "qact1")
+        blocks = []
+        prev = self.qact1
+        for blk in vit.blocks:
+            qb = QuantTimmVitBlock.from_float(blk, config, input_quantizer=prev)
+            blocks.append(qb)
+            prev = qb.qact4
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = QuantLayerNorm(vit.norm, config)
+        self.qact2 = QAct(dim, "act", config, "qact2")
+        self.head = QuantLinear(vit.head)
+        self.act_out = QAct(vit.head.out_features, "act", config, "act_out")
+        self._ints: Optional[dict] = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_ints", None))
+
+    @classmethod
+    def from_float(cls, vit: nn.Module, config: ConfigLike = None) -> "QuantVisionTransformer":
+        """Uncalibrated conversion of ``vit`` (``float`` mode); see :func:`quantize_model`."""
+        return cls(vit, _resolve_config(config))
+
+    def set_mode(self, mode: str) -> "QuantVisionTransformer":
+        """Switch the whole model to ``float``, ``fake`` or ``int``."""
+        set_mode(self, mode)
+        return self
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.qact1.calibrated) and bool(self.act_out.calibrated) and all(b.calibrated for b in self.blocks)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Float patch embedding, class token and position embedding: ``[B, N, C]``."""
+        x = self.patch_embed(images)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        if self.no_embed_class:
+            return torch.cat([cls, x + self.pos_embed], dim=1)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images)
+        if self.mode == "int":
+            return self._forward_int(x)
+        x = self.qact1(x)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x[:, :1], self.blocks[-1].qact4, self.qact2)[:, 0]
+        x = self.qact2(x)
+        return self.act_out(self.head(x))
+
+    def _int_params(self) -> dict:
+        if self._ints is None:
+            if not self.calibrated:
+                raise NotCalibratedError("the model is not calibrated: use quantize_model(...) or load_quantized(...)")
+            self._ints = dict(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
+                              qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
+        return self._ints
+
+    @torch.no_grad()
+    def forward_int_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Blocks in ``int`` mode on int8 tokens ``[B, N, C]`` (on ``qact1``'s grid); int8 output."""
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+    @torch.no_grad()
+    def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        ints = self._int_params()
+        x = self.forward_int_tokens(self.qact1.quantize_int(x))
+        cls = x[:, 0].contiguous()
+        h = layernorm_int(self.norm, cls, ints["norm_in_zp"], ints["qact2_zp"])
+        hd = self.head
+        logits = torch.ops.fqvit.int8_linear(h, hd.weight_int8, hd.int_bias, hd.multiplier, hd.shift, ints["out_zp"])
+        return self.act_out.dequantize_int(logits)
+
+    @torch.no_grad()
+    def convert(self) -> None:
+        """Precompute all int-mode parameters from the calibrated scales."""
+        if not self.calibrated:
+            raise NotCalibratedError("the model is not calibrated")
+        for blk in self.blocks:
+            blk.convert()
+        convert_layernorm(self.norm, self.blocks[-1].qact4, self.qact2)
+        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)
+        self._ints = None
+
+
+def _batches(calib_data) -> list:
+    if calib_data is None:
+        raise ValueError("calibration data is empty: give at least one batch of images")
+    if isinstance(calib_data, torch.Tensor):
+        calib_data = [calib_data]
+    out = []
+    for batch in calib_data:
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"calibration batches must be image tensors or (images, labels), got {type(batch).__name__}")
+        out.append(batch)
+    if not out:
+        raise ValueError("calibration data is empty: give at least one batch of images")
+    return out
+
+
+@torch.no_grad()
+def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = None, mode: str = "int",
+                   progress: bool = True) -> QuantVisionTransformer:
+    """Quantize a timm ``VisionTransformer`` the FQ-ViT way and return the converted model.
+
+    Args:
+        vit: a timm ``VisionTransformer`` (vit_*, deit_*; not distilled). It is put in eval mode;
+            its patch embedding module is shared with the result.
+        calib_data: an image tensor ``[B, 3, H, W]`` or an iterable of such tensors or of
+            ``(images, labels)`` pairs. Observers update on every batch; the last batch fixes the
+            parameters (and is the search data of OMSE / PTF), as in FQ-ViT's ``test_quant.py``.
+        config: a :class:`QuantConfig` or a preset name (default: FQ-ViT W8/A8/attn4, PTF, LIS).
+        mode: ``int`` (kernels), ``fake`` (FQ-ViT simulation) or ``float``.
+        progress: show a tqdm progress bar.
+    """
+    vit.eval()
+    model = QuantVisionTransformer.from_float(vit, config)
+    batches = _batches(calib_data)
+    device = next(vit.parameters()).device
+    model.to(device)
+    run_calibration(model, batches, lambda b: model(b.to(device)), progress=progress, desc="FQ-ViT calibration")
+    model.convert()
+    return model.set_mode(mode)
+
+
+def _digest(state: Dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_quantized(model: QuantVisionTransformer, path) -> None:
+    """Write a calibrated model: integer tensors, scales, float stem, config and architecture.
+
+    The file records a format version, the package version, the architecture and a SHA-256 of the
+    tensors; :func:`load_quantized` checks all of them.
+    """
+    from .. import __version__
+
+    if not isinstance(model, QuantVisionTransformer):
+        raise TypeError("save_quantized expects a QuantVisionTransformer")
+    if not model.calibrated:
+        raise NotCalibratedError("only a calibrated model can be saved")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, package_version=__version__,
+                   arch=model.arch, config=model.config.to_dict(), sha256=_digest(state), state_dict=state)
+    torch.save(payload, path)
+
+
+def _read_checkpoint(path) -> dict:
+    from .. import __version__
+
+    if isinstance(path, (str, os.PathLike)) and not os.path.exists(path):
+        raise FileNotFoundError(f"no quantized checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable fqvit-kernels checkpoint (truncated or corrupted file?): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an fqvit-kernels quantized-ViT checkpoint")
+    if payload.get("format_version") != CHECKPOINT_VERSION or payload.get("package_version") != __version__:
+        raise ValueError(f"{path}: written by fqvit-kernels {payload.get('package_version')} (format "
+                         f"{payload.get('format_version')}); this is {__version__} (format {CHECKPOINT_VERSION}): "
+                         "re-quantize the model with this version")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or _digest(state) != payload.get("sha256"):
+        raise ValueError(f"{path}: checkpoint tensors do not match their checksum (corrupted file)")
+    return payload
+
+
+def load_quantized(path, vit: Optional[nn.Module] = None, mode: str = "int") -> QuantVisionTransformer:
+    """Load a checkpoint written by :func:`save_quantized`; outputs are bit-identical to the saved model.
+
+    ``vit`` (optional) is a float timm model of the same architecture to convert into (its float
+    weights are not used); without it the architecture stored in the file is rebuilt. Raises
+    ``ValueError`` for another architecture, a truncated/corrupted file or another package version.
+    """
+    payload = _read_checkpoint(path)
+    arch = payload["arch"]
+    if vit is None:
+        vit = _build_vit(arch)
+    else:
+        _check_supported_vit(vit)
+        got = arch_config(vit)
+        if got != arch:
+            diff = {k: (arch.get(k), got.get(k)) for k in set(arch) | set(got) if arch.get(k) != got.get(k)}
+            raise ValueError(f"checkpoint architecture differs from the given model (checkpoint, model): {diff}")
+    config = QuantConfig.from_dict(payload["config"])
+    model = QuantVisionTransformer.from_float(vit.eval(), config)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: checkpoint tensors do not fit the architecture {arch}: {exc}") from exc
+    model.to(next(vit.parameters()).device)
+    return model.set_mode(mode)
