@@ -1,0 +1,151 @@
+"""QuantTimmVitBlock: int mode vs fake mode per block, save/load, refusals, calibration errors."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from fqvit_kernels.nn import NotCalibratedError, QuantTimmVitBlock
+from fqvit_kernels.quant import get_config
+
+timm_vit = pytest.importorskip("timm.models.vision_transformer")
+
+DIM, HEADS, TOKENS = 48, 4, 17
+
+
+def _block(gen, **kwargs):
+    blk = timm_vit.Block(DIM, HEADS, mlp_ratio=2.0, qkv_bias=True, **kwargs).eval()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return blk
+
+
+def _tokens(gen, b=4):
+    """Residual-stream-like input: a few channels 30x wider than the rest."""
+    x = torch.randn(b, TOKENS, DIM, generator=gen) * 0.7 + 0.1
+    x[..., :3] *= 30.0
+    return x
+
+
+def _calibrated(gen, preset="fqvit-8/8/4", mode="int"):
+    blk = _block(gen)
+    qb = QuantTimmVitBlock.from_float(blk, get_config(preset))
+    qb.calibrate([_tokens(gen) for _ in range(3)], mode=mode)
+    return blk, qb
+
+
+def _fake_codes(qb, x_int):
+    """The fake-mode output of the same (dequantized) int8 input, as stored int8 codes on qact4's grid."""
+    qb.set_mode("fake")
+    with torch.no_grad():
+        out = qb(qb.qact0.dequantize_int(x_int))
+    qb.set_mode("int")
+    return torch.round(out / qb.qact4.scale + qb.qact4.zero_point).clamp(0, 255) - 128
+
+
+@pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8", "minmax-8/8/8"])
+def test_int_block_within_one_lsb_of_fake(preset, gen):
+    _, qb = _calibrated(gen, preset)
+    x_int = qb.qact0.quantize_int(_tokens(gen, b=8))
+    out = qb(x_int)
+    assert out.dtype == torch.int8 and out.shape == x_int.shape
+    diff = (out.to(torch.float32) - _fake_codes(qb, x_int)).abs()
+    within, exact = (diff <= 1).float().mean().item(), (diff == 0).float().mean().item()
+    print(f"{preset}: int vs fake block output: {100 * within:.3f} % within 1 LSB, {100 * exact:.2f} % equal, "
+          f"max {diff.max().item():.0f} LSB")
+    # Differences come from the integer LayerNorm (15-bit vs FQ-ViT's 8-bit mantissa), the GELU table,
+    # half-up vs half-even rounding and exact vs float32 LIS; they stay at the LSB level.
+    assert within >= 0.99
+    assert exact >= 0.8
+    assert diff.max() <= 4
+
+
+def test_int_block_float_io_and_timm_keywords(gen):
+    _, qb = _calibrated(gen)
+    x = _tokens(gen)
+    x_int = qb.qact0.quantize_int(x)
+    expected = qb.qact4.dequantize_int(qb(x_int, attn_mask=None, is_causal=False))
+    qb.float_io = True
+    assert torch.equal(qb(x), expected)
+
+
+def test_block_state_dict_round_trip_is_bit_exact(gen):
+    _, qb = _calibrated(gen)
+    x_int = qb.qact0.quantize_int(_tokens(gen))
+    out_int = qb(x_int)
+    qb.set_mode("fake")
+    out_fake = qb(qb.qact0.dequantize_int(x_int))
+    buf = io.BytesIO()
+    torch.save(qb.state_dict(), buf)
+    buf.seek(0)
+    # A fresh conversion of a *different* float block: everything that matters must come from the file.
+    fresh = QuantTimmVitBlock.from_float(_block(gen), get_config("fqvit-8/8/4"))
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(fresh.set_mode("int")(x_int), out_int)
+    assert torch.equal(fresh.set_mode("fake")(qb.qact0.dequantize_int(x_int)), out_fake)
+
+
+@pytest.mark.parametrize("mode", ["int", "fake"])
+def test_uncalibrated_forward_raises(mode, gen):
+    qb = QuantTimmVitBlock.from_float(_block(gen)).set_mode(mode)
+    x = _tokens(gen)
+    with pytest.raises(NotCalibratedError, match="calibrat"):
+        qb(x if mode == "fake" else torch.zeros(x.shape, dtype=torch.int8))
+
+
+def test_empty_calibration_raises(gen):
+    qb = QuantTimmVitBlock.from_float(_block(gen))
+    with pytest.raises(ValueError, match="empty"):
+        qb.calibrate([])
+
+
+def test_int_mode_rejects_float_input_without_float_io(gen):
+    _, qb = _calibrated(gen)
+    with pytest.raises(TypeError, match="float_io"):
+        qb(_tokens(gen))
+
+
+def test_int_mode_refuses_8bit_lis(gen):
+    _, qb = _calibrated(gen, "fqvit-8/8/8-lis8", mode="fake")
+    qb.set_mode("int")
+    with pytest.raises(NotImplementedError, match="4-bit LIS"):
+        qb(torch.zeros(2, TOKENS, DIM, dtype=torch.int8))
+
+
+def test_refuses_masks_and_causal(gen):
+    _, qb = _calibrated(gen)
+    x = torch.zeros(1, TOKENS, DIM, dtype=torch.int8)
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        qb(x, attn_mask=torch.zeros(TOKENS, TOKENS))
+    with pytest.raises(NotImplementedError, match="is_causal"):
+        qb(x, is_causal=True)
+
+
+def _swiglu_block():
+    from timm.layers import SwiGLU
+    return timm_vit.Block(DIM, HEADS, mlp_layer=SwiGLU)
+
+
+@pytest.mark.parametrize("make, feature", [
+    (lambda: timm_vit.Block(DIM, HEADS, qk_norm=True), "qk_norm"),
+    (lambda: timm_vit.Block(DIM, HEADS, init_values=1e-5), "layer scale"),
+    (lambda: timm_vit.Block(DIM, HEADS, act_layer=nn.ReLU), "activation"),
+    (lambda: timm_vit.Block(DIM, HEADS, act_layer=lambda: nn.GELU(approximate="tanh")), "activation"),
+    (_swiglu_block, "MLP variant"),
+    (lambda: timm_vit.ResPostBlock(DIM, HEADS), "only timm.models.vision_transformer.Block"),
+])
+def test_refuses_unsupported_variants(make, feature):
+    with pytest.raises(NotImplementedError, match=feature):
+        QuantTimmVitBlock.from_float(make())
+
+
+def test_refuses_gated_attention():
+    try:
+        blk = timm_vit.Block(DIM, HEADS)
+        blk.attn = type(blk.attn)(DIM, HEADS, gated=True)
+    except TypeError:
+        pytest.skip("this timm has no gated attention")
+    with pytest.raises(NotImplementedError, match="gated"):
+        QuantTimmVitBlock.from_float(blk)
