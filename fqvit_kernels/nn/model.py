@@ -241,7 +241,7 @@ def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = No
 def _digest(state: Dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
+        t = state[key].detach().cpu().contiguous().reshape(-1)
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())

@@ -1,0 +1,154 @@
+"""quantize_model on a tiny random-weight timm ViT: int vs fake top-1, save/load, errors, eval CLI."""
+
+import pytest
+import torch
+
+from fqvit_kernels.nn import NotCalibratedError, QuantVisionTransformer, load_quantized, quantize_model, save_quantized
+
+timm_vit = pytest.importorskip("timm.models.vision_transformer")
+
+ARCH = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+
+
+def _vit(gen, **overrides):
+    """A random ViT whose logits separate the classes (timm's init gives nearly equal logits)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
+        vit = timm_vit.VisionTransformer(**{**ARCH, **overrides}).eval()
+        with torch.no_grad():
+            for name, p in vit.named_parameters():
+                if p.dim() == 2 and "weight" in name:
+                    p.mul_(2.0)
+                elif name in ("pos_embed", "cls_token"):
+                    p.normal_(0, 0.5)
+            vit.head.weight.mul_(5.0)
+    return vit
+
+
+def _images(gen, n):
+    return torch.randn(n, 3, 32, 32, generator=gen)
+
+
+@pytest.fixture
+def calibrated(gen):
+    vit = _vit(gen)
+    calib = [_images(gen, 16) for _ in range(3)]
+    return vit, quantize_model(vit, calib, "fqvit-8/8/4", progress=False)
+
+
+@pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8"])
+def test_int_vs_fake_top1_agreement(preset, gen):
+    vit = _vit(gen)
+    q = quantize_model(vit, [(_images(gen, 16), None) for _ in range(3)], preset, mode="int", progress=False)
+    x = _images(gen, 96)
+    with torch.no_grad():
+        fp32 = vit(x)
+        logits_int = q(x)
+        logits_fake = q.set_mode("fake")(x)
+    agree = (logits_int.argmax(1) == logits_fake.argmax(1)).float().mean().item()
+    agree_fp32 = (logits_fake.argmax(1) == fp32.argmax(1)).float().mean().item()
+    step = q.act_out.scale.item()
+    print(f"{preset}: top-1 int vs fake {100 * agree:.1f} %, fake vs fp32 {100 * agree_fp32:.1f} %, "
+          f"max |int - fake| {(logits_int - logits_fake).abs().max().item() / step:.0f} logit LSB")
+    assert logits_int.dtype == torch.float32 and logits_int.shape == (96, 10)
+    assert agree >= 0.98
+    assert agree_fp32 >= 0.6  # random weights, two quantized blocks: a sanity floor, not a target
+
+
+def test_save_load_round_trip_bit_exact(calibrated, gen, tmp_path):
+    vit, q = calibrated
+    x = _images(gen, 8)
+    with torch.no_grad():
+        out_int = q.set_mode("int")(x)
+        out_fake = q.set_mode("fake")(x)
+    path = tmp_path / "q.pt"
+    save_quantized(q, path)
+    # Into a fresh conversion of a differently initialised model of the same architecture ...
+    other = _vit(gen)
+    loaded = load_quantized(path, other.eval())
+    loaded.patch_embed.load_state_dict(vit.patch_embed.state_dict())  # the file restores it anyway
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out_int)
+        assert torch.equal(loaded.set_mode("fake")(x), out_fake)
+    # ... and rebuilt from the architecture stored in the file.
+    rebuilt = load_quantized(path)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), out_int)
+
+
+def test_load_refuses_other_architecture(calibrated, gen, tmp_path):
+    _, q = calibrated
+    path = tmp_path / "q.pt"
+    save_quantized(q, path)
+    with pytest.raises(ValueError, match="architecture"):
+        load_quantized(path, _vit(gen, depth=3))
+    with pytest.raises(ValueError, match="architecture"):
+        load_quantized(path, _vit(gen, embed_dim=32))
+
+
+def test_load_refuses_truncated_and_corrupted_files(calibrated, tmp_path):
+    _, q = calibrated
+    path = tmp_path / "q.pt"
+    save_quantized(q, path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        load_quantized(truncated)
+    # Flip bytes inside the tensor data: either the archive or the checksum catches it.
+    corrupted = tmp_path / "corrupted.pt"
+    raw = bytearray(data)
+    start = len(raw) // 2
+    for i in range(start, start + 64):
+        raw[i] ^= 0x5A
+    corrupted.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted"):
+        load_quantized(corrupted)
+    with pytest.raises(FileNotFoundError):
+        load_quantized(tmp_path / "missing.pt")
+
+
+def test_load_refuses_other_package_version(calibrated, tmp_path):
+    _, q = calibrated
+    path = tmp_path / "q.pt"
+    save_quantized(q, path)
+    payload = torch.load(path, weights_only=True)
+    payload["package_version"] = "0.0.1"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="0.0.1"):
+        load_quantized(path)
+
+
+def test_empty_calibration_data_raises(gen):
+    vit = _vit(gen)
+    with pytest.raises(ValueError, match="empty"):
+        quantize_model(vit, [], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        quantize_model(vit, iter(()), progress=False)
+
+
+def test_uncalibrated_model_refuses_int_forward(gen):
+    q = QuantVisionTransformer.from_float(_vit(gen)).set_mode("int")
+    with pytest.raises(NotCalibratedError, match="not calibrated"):
+        q(_images(gen, 2))
+
+
+def test_refuses_unsupported_models(gen):
+    distilled = timm_vit.__dict__.get("VisionTransformerDistilled")
+    if distilled is None:
+        from timm.models.deit import VisionTransformerDistilled as distilled
+    with pytest.raises(NotImplementedError, match="distilled"):
+        QuantVisionTransformer.from_float(distilled(**ARCH))
+    with pytest.raises(NotImplementedError, match="global_pool"):
+        QuantVisionTransformer.from_float(timm_vit.VisionTransformer(**ARCH, global_pool="avg", class_token=False))
+    with pytest.raises(NotImplementedError, match="qk_norm"):
+        QuantVisionTransformer.from_float(timm_vit.VisionTransformer(**ARCH, qk_norm=True))
+
+
+def test_eval_cli_missing_imagenet_folder(tmp_path):
+    from fqvit_kernels import eval as fq_eval
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        fq_eval.main(["--model", "deit_tiny_patch16_224", "--pretrained", "--data", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="--model"):
+        fq_eval.main(["--data", str(tmp_path)])
