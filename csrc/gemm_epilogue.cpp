@@ -1,0 +1,119 @@
+// int8 GEMMs: oneDNN does the int8 x int8 -> int32 product (at::_int_mm), our code only runs the
+// requantization epilogue of reference.int8_linear, fused into one pass over the int32 result.
+#include <ATen/Parallel.h>
+
+#include "common.h"
+#include "fqvit_cpu.h"
+
+namespace fqvit {
+
+at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
+  try {
+    return at::_int_mm(a, b);
+  } catch (const c10::Error&) {
+    // K <= ops.MAX_GEMM_K keeps every int32 partial sum exact, so an int32 mm is the same GEMM.
+    return at::mm(a.to(at::kInt), b.to(at::kInt));
+  }
+}
+
+void int_mm_into(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  try {
+    at::_int_mm_out(out, a, b);
+  } catch (const c10::Error&) {
+    out.copy_(at::mm(a.to(at::kInt), b.to(at::kInt)));
+  }
+}
+
+namespace {
+
+// One output row of each epilogue; n channels, acc is the int32 GEMM row without the bias. The
+// arithmetic is int64 as in the reference: acc + bias needs 33 bits when the bias has no headroom,
+// and (acc + bias) * multiplier up to 62 bits.
+
+FQVIT_SIMD void row_plain(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
+                          int64_t zp, int8_t* FQVIT_R out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t a = int64_t(acc[j]) + bias[j];
+    const int64_t t = round_shift(a * mult[j], shift[j]) + zp;
+    out[j] = int8_t(clamp64(t, -128, 127));
+  }
+}
+
+FQVIT_SIMD void row_index(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
+                          int64_t zp, int64_t top, int32_t* FQVIT_R index, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t a = int64_t(acc[j]) + bias[j];
+    const int64_t t = round_shift(a * mult[j], shift[j]) + zp;
+    index[j] = int32_t(clamp64(t, 0, top));
+  }
+}
+
+FQVIT_SIMD void row_residual(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
+                             int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp, const int32_t* FQVIT_R bmult,
+                             const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift, int64_t final_zp, int8_t* FQVIT_R out,
+                             int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t a = int64_t(acc[j]) + bias[j];
+    const int64_t branch = clamp64(round_shift(a * mult[j], shift[j]) + zp, -128, 127);
+    const int64_t mixed = (branch - zp) * bmult[j] + (int64_t(res[j]) - res_zp) * rmult[j];
+    out[j] = int8_t(clamp64(round_shift(mixed, rshift[j]) + final_zp, -128, 127));
+  }
+}
+
+const int32_t* i32(const at::Tensor& t) { return t.data_ptr<int32_t>(); }
+
+}  // namespace
+
+at::Tensor int8_matmul(const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(0) == 0) return at::empty({0, b.size(0)}, a.options().dtype(at::kInt));
+  // b [N, K] transposed is a column-major [K, N] view: oneDNN reads it without a copy.
+  return int_mm(a.contiguous(), b.contiguous().t());
+}
+
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias_t,
+                       const at::Tensor& multiplier_t, const at::Tensor& shift_t, int64_t output_zero_point,
+                       const OptTensor& gelu_lut, const OptTensor& residual, int64_t residual_zero_point,
+                       const OptTensor& branch_multiplier, const OptTensor& residual_multiplier,
+                       const OptTensor& residual_shift, int64_t final_zero_point) {
+  const int64_t m = x.size(0), n = weight.size(0);
+  at::Tensor out = at::empty({m, n}, x.options().dtype(at::kChar));
+  if (m == 0) return out;
+  const at::Tensor acc = int_mm(x.contiguous(), weight.contiguous().t());
+  const at::Tensor bias = bias_t.contiguous(), mult = multiplier_t.contiguous(), shift = shift_t.contiguous();
+  const int32_t* acc_p = i32(acc);
+  int8_t* out_p = out.data_ptr<int8_t>();
+  // Rows are independent; a chunk of >= ~16K outputs amortises the thread hand-off.
+  const int64_t grain = std::max<int64_t>(1, 16384 / n);
+
+  if (gelu_lut.has_value()) {
+    const at::Tensor lut = gelu_lut->contiguous();
+    const int8_t* lut_p = lut.data_ptr<int8_t>();
+    const int64_t top = lut.numel() - 1;
+    at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> index(n);
+      for (int64_t i = begin; i < end; ++i) {
+        row_index(acc_p + i * n, i32(bias), i32(mult), i32(shift), output_zero_point, top, index.data(), n);
+        int8_t* o = out_p + i * n;
+        for (int64_t j = 0; j < n; ++j) o[j] = lut_p[index[j]];
+      }
+    });
+  } else if (residual.has_value()) {
+    const at::Tensor res = residual->contiguous();
+    const at::Tensor bm = branch_multiplier->contiguous(), rm = residual_multiplier->contiguous(),
+                     rs = residual_shift->contiguous();
+    const int8_t* res_p = res.data_ptr<int8_t>();
+    at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        row_residual(acc_p + i * n, i32(bias), i32(mult), i32(shift), output_zero_point, res_p + i * n,
+                     residual_zero_point, i32(bm), i32(rm), i32(rs), final_zero_point, out_p + i * n, n);
+    });
+  } else {
+    at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        row_plain(acc_p + i * n, i32(bias), i32(mult), i32(shift), output_zero_point, out_p + i * n, n);
+    });
+  }
+  return out;
+}
+
+}  // namespace fqvit

@@ -1,0 +1,332 @@
+"""The C++ CPU backend (fqvit_kernels._C): every op bit-identical to fqvit_kernels.reference.
+
+Each case runs the extension function directly and through ``torch.ops.fqvit`` (which must
+dispatch to it) and compares both with the reference using ``torch.equal``: ragged shapes, strided
+inputs, range edges, a hypothesis property test and 1-vs-2-thread determinism.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fqvit_kernels import backends, ops, params, reference as ref, testing
+
+try:
+    from fqvit_kernels import _C
+except ImportError as exc:  # only when the extension was not built
+    pytest.skip(f"C++ extension fqvit_kernels._C is not built ({backends.cpu_extension_error() or exc}); "
+                "build it with `pip install --no-build-isolation --no-deps -e .`", allow_module_level=True)
+
+INT32_MAX = 2**31 - 1
+
+
+def check(name, args, what=""):
+    """C++ direct and dispatched outputs equal the reference (values, dtype, shape and strides)."""
+    expected = getattr(ref, name)(*args)
+    direct = getattr(_C, name)(*args)
+    label = f"{name} {what}".strip()
+    testing.assert_equal(direct, expected, f"{label} (fqvit_kernels._C)")
+    dispatched = getattr(torch.ops.fqvit, name)(*args)
+    testing.assert_equal(dispatched, expected, f"{label} (torch.ops.fqvit)")
+    if name == "int_attention":  # [B, H, N, D] in [B, N, H, D] memory, as the fake kernel says
+        assert direct.stride() == ops._attention_output(args[0]).stride(), label
+    elif all(a.is_contiguous() for a in args if isinstance(a, torch.Tensor)):
+        assert direct.stride() == expected.stride(), label
+    return direct
+
+
+def _int8(gen, *shape):
+    return torch.randint(-128, 128, shape, generator=gen, dtype=torch.int8)
+
+
+def test_every_cpu_op_dispatches_to_cpp():
+    assert backends.cpu_extension_error() is None
+    for name in ops.OP_NAMES:
+        assert hasattr(_C, name), name
+        assert ops.BACKEND[name]["cpu"] == "cpp", name
+
+
+def test_dispatch_with_default_arguments(gen):
+    # The dispatcher drops trailing arguments equal to their defaults before calling the kernel.
+    case = testing.linear_case(5, 16, 24, gen)
+    assert len(case.args) == 6
+    testing.assert_equal(torch.ops.fqvit.int8_linear(*case.args), ref.int8_linear(*case.args))
+    scores, table, _ = testing.scores_case((3, 9), gen).args
+    testing.assert_equal(torch.ops.fqvit.log_int_softmax(scores, table), ref.log_int_softmax(scores, table))
+
+
+# ----------------------------------------------------------------------------------------------
+# GEMMs
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", [1, 7, 197, 577])
+def test_int8_gemms_ragged(m, gen):
+    for n, k in ((9, 13), (48, 100), (24, 385)):
+        check("int8_matmul", testing.matmul_case(m, n, k, gen).args, f"M={m} N={n} K={k}")
+        for epilogue in ("plain", "gelu", "residual"):
+            case = testing.linear_case(m, n, k, gen, epilogue, lut_length=300)
+            check("int8_linear", case.args, f"{epilogue} M={m} N={n} K={k}")
+
+
+def test_int8_gemms_strided_inputs(gen):
+    x = _int8(gen, 40, 2 * 37)[:, ::2]
+    weight = _int8(gen, 37, 24).t()  # [24, 37], column-major
+    check("int8_matmul", (x, weight))
+    case = testing.linear_case(40, 24, 37, gen, "residual")
+    args = list(case.args)
+    args[0], args[1] = x, weight
+    args[2] = torch.stack([args[2], args[2]], 1)[:, 0]  # strided bias
+    args[7] = args[7].t().contiguous().t()  # column-major residual
+    args[2] = torch.clamp(args[2], -(2**20), 2**20)
+    check("int8_linear", tuple(args), "strided")
+
+
+def test_int8_gemms_empty_rows(gen):
+    check("int8_matmul", testing.matmul_case(0, 5, 9, gen).args)
+    case = testing.linear_case(3, 8, 9, gen)
+    check("int8_linear", (case.args[0][:0],) + case.args[1:], "M=0")
+
+
+def test_int8_gemms_at_max_k():
+    k = ops.MAX_GEMM_K
+    x = torch.full((2, k), -128, dtype=torch.int8)
+    x[1, ::3] = 127
+    w = torch.full((3, k), -128, dtype=torch.int8)
+    w[2, ::2] = 127
+    check("int8_matmul", (x, w), "K=MAX_GEMM_K")
+    headroom = INT32_MAX - 128 * 128 * k
+    bias = torch.tensor([headroom, -headroom, 0], dtype=torch.int32)
+    mult = torch.tensor([INT32_MAX, 1, 2**30], dtype=torch.int32)
+    shift = torch.tensor([62, 1, 31], dtype=torch.int32)
+    check("int8_linear", (x, w, bias, mult, shift, 0), "K=MAX_GEMM_K plain")
+    lut = torch.randint(-128, 128, (ops.MAX_LUT_LENGTH,), dtype=torch.int8)
+    check("int8_linear", (x, w, bias, mult, shift, 2**15, lut), "K=MAX_GEMM_K gelu")
+    res = torch.tensor([[127, -128, 5], [-128, 127, 0]], dtype=torch.int8)
+    ones = torch.full((3,), INT32_MAX, dtype=torch.int32)
+    check("int8_linear", (x, w, bias, mult, shift, 127, None, res, -128, ones, ones,
+                          torch.tensor([1, 62, 40], dtype=torch.int32), 127), "K=MAX_GEMM_K residual")
+
+
+def test_int8_linear_extreme_parameters(gen):
+    case = testing.linear_case(33, 17, 29, gen, "residual")
+    x, w, bias = case.args[:3]
+    for mult_value, shift_value in ((INT32_MAX, 1), (1, 62), (0, 5), (INT32_MAX, 62)):
+        mult = torch.full((17,), mult_value, dtype=torch.int32)
+        shift = torch.full((17,), shift_value, dtype=torch.int32)
+        for zp in (-128, 127):
+            check("int8_linear", (x, w, bias, mult, shift, zp), f"plain m={mult_value} s={shift_value}")
+            args = (x, w, bias, mult, shift, zp, None) + case.args[7:]
+            check("int8_linear", args, f"residual m={mult_value} s={shift_value}")
+        lut = torch.randint(-128, 128, (2,), generator=gen, dtype=torch.int8)
+        check("int8_linear", (x, w, bias, mult, shift, -(2**31), lut), "gelu 2-entry table")
+        check("int8_linear", (x, w, bias, mult, shift, INT32_MAX, lut), "gelu 2-entry table")
+
+
+# ----------------------------------------------------------------------------------------------
+# PTF LayerNorm
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m,c", [(1, 1), (7, 7), (197, 384), (577, 33), (3, ops.MAX_LN_CHANNELS)])
+def test_ptf_layernorm_ragged(m, c, gen):
+    check("ptf_layernorm", testing.layernorm_case(m, c, gen, wide_channels=min(4, c)).args, f"M={m} C={c}")
+
+
+def test_ptf_layernorm_edges(gen):
+    m, c = 9, 50
+    case = testing.layernorm_case(m, c, gen)
+    x, zp, alpha, wmult, bias, shift, out_zp = case.args
+    x = x.clone()
+    x[0] = 17  # zero variance
+    x[1] = zp  # zero variance at the zero point
+    x[2] = torch.where(torch.arange(c) % 2 == 0, 127, -128).to(torch.int8)  # largest spread
+    x[3] = -128
+    x[3, 0] = 127  # one outlier channel
+    check("ptf_layernorm", (x, zp, alpha, wmult, bias, shift, out_zp), "zero-variance / extreme rows")
+    alpha3 = torch.full((c,), ops.MAX_PTF_ALPHA, dtype=torch.int32)
+    wide = torch.where(torch.arange(c) % 3 == 0, INT32_MAX, -INT32_MAX).to(torch.int32)
+    big_bias = torch.where(torch.arange(c) % 2 == 0, 2**60, -(2**60))
+    for s in (1, 62):
+        shift_s = torch.full((c,), s, dtype=torch.int32)
+        for in_zp in (-128, 127):
+            check("ptf_layernorm", (x, in_zp, alpha3, wide, big_bias, shift_s, 127), f"extreme s={s}")
+    rows_equal = torch.full((4, ops.MAX_LN_CHANNELS), -5, dtype=torch.int8)
+    rows_equal[1, -1] = 6
+    c = ops.MAX_LN_CHANNELS
+    check("ptf_layernorm", (rows_equal, 127, torch.full((c,), 3, dtype=torch.int32), torch.full((c,), INT32_MAX, dtype=torch.int32),
+                            torch.zeros(c, dtype=torch.int64), torch.full((c,), 40, dtype=torch.int32), 0), "max C")
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-Int-Softmax and attention
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 50, 197, 577])
+def test_log_int_softmax_ragged(n, gen):
+    for bits in (1, 4, 8):
+        check("log_int_softmax", testing.scores_case((2, 3, n), gen, bits).args, f"N={n} bits={bits}")
+
+
+def test_log_int_softmax_edges(gen):
+    n = 197
+    scores = _int8(gen, 6, n)
+    scores[0] = 5  # all equal
+    scores[1] = -128
+    scores[1, 3] = 127  # one maximum far above the rest
+    scores[2, ::2] = 127
+    only_max = torch.zeros(256, dtype=torch.int64)
+    only_max[0] = 1000
+    check("log_int_softmax", (scores, only_max, 4), "all masked except the max")
+    check("log_int_softmax", (scores, torch.ones(256, dtype=torch.int64), 8), "flat table")
+    top = torch.full((256,), (2**63 - 1) // n, dtype=torch.int64)
+    top[1::2] = 1
+    check("log_int_softmax", (scores, top, 4), "largest table")
+    table = params.lis_exp_table(0.3)
+    check("log_int_softmax", (scores.t(), table, 4), "strided scores")
+    check("log_int_softmax", (torch.tensor([3], dtype=torch.int8), table, 4), "rank 1")
+    check("log_int_softmax", (_int8(gen, 0, 4, 7), table, 4), "empty")
+    for score_scale in (0.005, 0.02, 1.0):  # ops require table.max() * N < 2**63 and table[0] > 0
+        check("log_int_softmax", (scores, params.lis_exp_table(score_scale), 4), f"scale {score_scale}")
+
+
+def _lis_codes(gen, shape):
+    scores, table, _ = testing.scores_case(shape, gen).args
+    return ref.log_int_softmax(scores, table, 4)
+
+
+@pytest.mark.parametrize("n,d", [(1, 8), (7, 64), (50, 80), (197, 64), (577, 8)])
+def test_log_attn_v_ragged(n, d, gen):
+    codes = _lis_codes(gen, (2, 3, n, n))
+    v = _int8(gen, 2, 3, n, d)
+    for zp in (-128, 0, 127):
+        check("log_attn_v", (codes, v, zp), f"N={n} D={d} zp={zp}")
+
+
+def test_log_attn_v_any_codes(gen):
+    # Codes 0..15 anywhere (also many small codes per row), masked 255 and other codes > 15.
+    codes = torch.randint(0, 16, (4, 60, 33), generator=gen).to(torch.uint8)
+    codes[0, :, :20] = 0
+    codes[1] = torch.randint(16, 256, (60, 33), generator=gen).to(torch.uint8)
+    codes[2, ::2] = 255
+    v = _int8(gen, 4, 33, 80)
+    check("log_attn_v", (codes, v, -128), "any codes")
+    check("log_attn_v", (codes.transpose(-1, -2).contiguous().transpose(-1, -2), v[..., ::2], 7), "strided")
+    check("log_attn_v", (codes[:, :0], v, 1), "Nq=0")
+
+
+def test_attention_scores_shapes(gen):
+    for q_shape, nk in (((5, 8), 9), ((2, 7, 64), 1), ((2, 3, 50, 80), 50), ((1, 2, 197, 64), 197)):
+        q = _int8(gen, *q_shape)
+        k = _int8(gen, *q_shape[:-2], nk, q_shape[-1])
+        for zp, mult, shift, szp in ((-128, INT32_MAX, 62, 127), (127, 1 << 30, 40, -128), (3, INT32_MAX, 1, 0)):
+            check("attention_scores", (q, k, zp, mult, shift, szp), f"{q_shape} Nk={nk}")
+    q = _int8(gen, 2, 9, 3, 16).transpose(1, 2)
+    check("attention_scores", (q, q.flip(-2), 5, 1 << 30, 44, 1), "strided")
+
+
+@pytest.mark.parametrize("b,h,n,d", [(2, 3, 1, 8), (1, 2, 7, 64), (2, 2, 50, 80), (1, 3, 197, 64), (1, 1, 577, 8)])
+def test_int_attention_ragged(b, h, n, d, gen):
+    case = testing.attention_case(b, h, n, d, gen)
+    out = check("int_attention", case.args, f"B={b} H={h} N={n} D={d}")
+    assert out.shape == (b, h, n, d) and out.transpose(1, 2).is_contiguous()
+
+
+def test_int_attention_strided_and_edges(gen):
+    b, h, n, d = 2, 3, 40, 16
+    case = testing.attention_case(b, h, n, d, gen)
+    qkv = _int8(gen, b, n, 3, h, d)  # timm's qkv layout, read as views
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    args = (q, k, v) + case.args[3:]
+    check("int_attention", args, "qkv views")
+    table = case.args[7]
+    only_max = torch.zeros(256, dtype=torch.int64)
+    only_max[0] = 7
+    for zp in (-128, 127):
+        check("int_attention", (q, k, v, zp, INT32_MAX, 62, 127, only_max, INT32_MAX, 1, -128), "extreme")
+        check("int_attention", (q, k, v, zp, 1 << 30, 20, -128, table, 1, 62, 127), "extreme")
+    equal = torch.full((1, 1, 9, 8), 4, dtype=torch.int8)
+    check("int_attention", (equal, equal, equal, 4) + case.args[4:], "all scores equal")
+
+
+# ----------------------------------------------------------------------------------------------
+# quantize / dequantize
+# ----------------------------------------------------------------------------------------------
+
+
+def test_quantize_dequantize(gen):
+    for shape in ((), (1,), (7, 13), (2, 197, 384)):
+        for per_channel in (False, True):
+            if per_channel and not shape:
+                continue
+            case = testing.quantize_case(shape, gen, per_channel) if shape else testing.OpCase(
+                "quantize", (torch.tensor(0.37), torch.tensor(0.02), 3))
+            q = check("quantize", case.args, f"{shape} per_channel={per_channel}")
+            check("dequantize", (q, case.args[1], case.args[2]), f"{shape} per_channel={per_channel}")
+    scale = torch.tensor(0.25)
+    ties = (torch.arange(-600, 600, dtype=torch.float32) + 0.5) * 0.25  # exact half-way points
+    check("quantize", (ties, scale, -3), "ties to even, clamped")
+    x = torch.randn(6, 10, generator=gen) * 3
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        check("quantize", (x.to(dtype), torch.tensor(0.03), 5), str(dtype))
+    check("quantize", (x.t(), torch.rand(6, generator=gen) + 0.01, -128), "strided")
+    check("quantize", (torch.empty(0, 4), torch.tensor(0.1), 0), "empty")
+    check("dequantize", (_int8(gen, 10, 6).t(), torch.rand(10, generator=gen), 127), "strided")
+    check("dequantize", (_int8(gen, 3, 5), torch.tensor([1e-30]), -128), "tiny scale")
+
+
+# ----------------------------------------------------------------------------------------------
+# Properties and threads
+# ----------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, derandomize=False)
+@given(data=st.data())
+def test_property_random_shapes_and_parameters(data):
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    kind = data.draw(st.sampled_from(["linear", "layernorm", "softmax", "attention"]), label="op")
+    if kind == "linear":
+        # linear_case derives the output scale from the outputs' spread: it needs M * N >= 2.
+        m, n, k = data.draw(st.integers(2, 70)), data.draw(st.integers(1, 40)), data.draw(st.integers(1, 300))
+        epilogue = data.draw(st.sampled_from(["plain", "gelu", "residual"]))
+        lut = data.draw(st.integers(2, 4096))
+        check("int8_linear", testing.linear_case(m, n, k, gen, epilogue, lut).args, f"{epilogue} {m}x{n}x{k}")
+        check("int8_matmul", testing.matmul_case(m, n, k, gen).args)
+    elif kind == "layernorm":
+        m, c = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 1100))
+        check("ptf_layernorm", testing.layernorm_case(m, c, gen, wide_channels=min(4, c)).args, f"{m}x{c}")
+    elif kind == "softmax":
+        rows, n = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 300))
+        bits = data.draw(st.integers(1, 8))
+        check("log_int_softmax", testing.scores_case((rows, n), gen, bits).args, f"{rows}x{n} bits={bits}")
+    else:
+        b, h = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+        n, d = data.draw(st.integers(1, 120)), data.draw(st.sampled_from([8, 16, 24, 64, 80]))
+        case = testing.attention_case(b, h, n, d, gen)
+        check("int_attention", case.args, f"B={b} H={h} N={n} D={d}")
+        codes = _lis_codes(gen, (b, h, n, n))
+        check("log_attn_v", (codes, case.args[2], case.args[3]))
+        check("attention_scores", case.args[:2] + case.args[3:7])
+
+
+def test_one_and_two_threads_give_identical_bits(gen):
+    cases = [
+        testing.linear_case(300, 96, 77, gen, "residual"),
+        testing.linear_case(300, 96, 77, gen, "gelu"),
+        testing.layernorm_case(300, 200, gen),
+        testing.scores_case((4, 3, 120, 120), gen),
+        testing.attention_case(2, 3, 197, 64, gen),
+        testing.quantize_case((300, 64), gen, per_channel=True),
+    ]
+    previous = torch.get_num_threads()
+    try:
+        outputs = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outputs[threads] = [getattr(_C, c.name)(*c.args) for c in cases]
+    finally:
+        torch.set_num_threads(previous)
+    for case, one, two in zip(cases, outputs[1], outputs[2]):
+        testing.assert_equal(two, one, f"{case.name} 2 threads vs 1")
+        testing.assert_equal(one, getattr(ref, case.name)(*case.args), case.name)
