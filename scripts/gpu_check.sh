@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the Triton backend, one call of a few minutes on an H100/H200 machine:
-# build, GPU tests (bit-exactness at ViT sizes, opcheck on CUDA), PTX check for Hopper wgmma with
-# s8 operands, compute-sanitizer memcheck on one small case per kernel, then a summary.
+# build, GPU tests (bit-exactness at ViT sizes, opcheck on CUDA), sm_90 compile of every autotune
+# candidate, PTX check for Hopper wgmma with s8 operands, compute-sanitizer memcheck on one small case per kernel, then a summary.
 # Logs go to $OUT/gpu_check (or /tmp/fqvit_gpu_check when OUT is unset).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,7 @@ step build 300 pip install --no-build-isolation --no-deps -e .
 step gpu_tests 420 python -m pytest -q -rs tests/test_triton_interpreter.py
 step other_tests 420 python -m pytest -q tests --ignore=tests/test_triton_interpreter.py
 
+step compile_all_configs 600 python -m triton_kernels.compile_check --all-configs
 step ptx 120 python -c "
 import triton_kernels
 ptx = triton_kernels.gemm_ptx()

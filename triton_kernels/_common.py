@@ -22,7 +22,7 @@ def device_guard(t: torch.Tensor):
 
 
 def pow2_at_least(n: int, minimum: int = 16) -> int:
-    """Smallest power of two ``>= max(n, minimum)`` (tl.dot needs tile dims >= 16)."""
+    """Smallest power of two ``>= max(n, minimum)`` (int8 tl.dot needs M, N >= 16 and K >= 32)."""
     return max(minimum, triton.next_power_of_2(max(int(n), 1)))
 
 

@@ -30,7 +30,7 @@ import triton.language as tl
 
 from fqvit_kernels.ops import _attention_output
 
-from ._common import configs, device_guard, interpreting, pow2_at_least
+from ._common import configs, device_guard, pow2_at_least
 from .attn_v import _lis_pv_weights
 from .softmax import _lis_code4, _lis_thresholds
 
@@ -74,6 +74,16 @@ def _attention_scores_kernel(
     tl.store(out_ptrs, s.to(tl.int8), mask=m_ok[:, None] & n_ok[None, :])
 
 
+def head_block(head_dim: int) -> int:
+    """Padded head dim: a power of two >= 32 (the K of the int8 score dot must be >= 32 on GPUs)."""
+    return pow2_at_least(head_dim, 32)
+
+
+def scores_launch_config(head_dim: int):
+    """``(BLOCK_M, BLOCK_N, BLOCK_D, num_warps)`` of the attention_scores kernel."""
+    return 64, 64, head_block(head_dim), 4
+
+
 def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, score_multiplier: int,
                      score_shift: int, score_zero_point: int) -> torch.Tensor:
     """Launcher of ``fqvit::attention_scores``: int8 ``q [..., Nq, D]``, ``k [..., Nk, D]`` → int8 scores."""
@@ -82,21 +92,23 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, scor
     out = torch.empty((*q.shape[:-1], nk), dtype=torch.int8, device=q.device)
     q3 = q.contiguous().view(-1, nq, d)
     k3 = k.contiguous().view(-1, nk, d)
-    block_d = pow2_at_least(d, 16)
-    block_m, block_n = 64, 64
+    block_m, block_n, block_d, num_warps = scores_launch_config(d)
     grid = (triton.cdiv(nq, block_m), triton.cdiv(nk, block_n), q3.shape[0])
     with device_guard(q):
         _attention_scores_kernel[grid](q3, k3, out, nq, nk, d, int(qkv_zero_point), int(score_multiplier),
                                        int(score_shift), int(score_zero_point),
-                                       BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4)
+                                       BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)
     return out
 
 
+# num_stages=1: Triton's software pipeliner cannot predicate the score tile's warp-group dot in
+# these three-pass loops (checked by compiling for sm_90 with Triton 3.8), so the loops run
+# unpipelined; BLOCK_M is a multiple of 64 and num_warps of 4 so that both dots use wgmma.
 _GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=1),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=1),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=1),
 ]
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)
 
@@ -199,7 +211,7 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     batch, heads, n, d = q.shape
     out = _attention_output(q)
-    block_d = pow2_at_least(d, 16)
+    block_d = head_block(d)
     with device_guard(q):
         _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), batch * heads)](
             q, k, v, out, exp_table, heads, n, d,

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import device_guard, interpreting, pow2_at_least
+from ._common import device_guard, pow2_at_least
 
 
 @triton.jit
@@ -64,6 +64,11 @@ def _log_attn_v_kernel(
     tl.store(out_ptrs, out, mask=m_ok[:, None] & d_ok[None, :])
 
 
+def launch_config(head_dim: int):
+    """``(BLOCK_M, BLOCK_N, BLOCK_D, num_warps)``: BLOCK_N is the int8 dot's K (>= 32)."""
+    return 64, 64, min(pow2_at_least(head_dim, 16), 128), 4
+
+
 def log_attn_v(codes: torch.Tensor, v: torch.Tensor, v_zero_point: int) -> torch.Tensor:
     """Launcher of ``fqvit::log_attn_v``: uint8 ``codes [..., Nq, Nk]``, int8 ``v [..., Nk, D]`` → int32."""
     nq, nk = codes.shape[-2:]
@@ -74,11 +79,7 @@ def log_attn_v(codes: torch.Tensor, v: torch.Tensor, v_zero_point: int) -> torch
     codes3 = codes.contiguous().view(-1, nq, nk)
     v3 = v.contiguous().view(-1, nk, d)
     batch = codes3.shape[0]
-    block_d = min(pow2_at_least(d, 16), 128)
-    if interpreting():
-        block_m, block_n, num_warps = 64, 64, 4
-    else:
-        block_m, block_n, num_warps = 64, 64, 4
+    block_m, block_n, block_d, num_warps = launch_config(d)
     grid = (triton.cdiv(nq, block_m), triton.cdiv(d, block_d), batch)
     with device_guard(codes):
         _log_attn_v_kernel[grid](codes3, v3, out, nq, nk, d, int(v_zero_point),

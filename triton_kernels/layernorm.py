@@ -92,6 +92,16 @@ def _ptf_layernorm_kernel(
     tl.store(out_ptr + offs, out, mask=mask)
 
 
+def launch_config(channels: int):
+    """``(BLOCK_C, ROWS, num_warps)`` for rows of ``channels`` int8 values."""
+    block_c = pow2_at_least(channels, 16)
+    if interpreting():
+        return block_c, 16, 4
+    # Keep about 4K int64 lanes per program; wide rows get more warps.
+    rows = max(1, min(8, 4096 // block_c))
+    return block_c, rows, 4 if block_c * rows <= 2048 else 8
+
+
 def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tensor,
                   weight_multiplier: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor,
                   output_zero_point: int) -> torch.Tensor:
@@ -100,14 +110,7 @@ def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tenso
     out = torch.empty_like(x)
     if m == 0:
         return out
-    block_c = pow2_at_least(c, 16)
-    if interpreting():
-        rows = 16
-        num_warps = 4
-    else:
-        # Keep about 4K int64 lanes per program; wide rows get more warps.
-        rows = max(1, min(8, 4096 // block_c))
-        num_warps = 4 if block_c * rows <= 2048 else 8
+    block_c, rows, num_warps = launch_config(c)
     grid = (triton.cdiv(m, rows),)
     with device_guard(x):
         _ptf_layernorm_kernel[grid](

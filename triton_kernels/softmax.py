@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ._common import device_guard, interpreting, pow2_at_least
 
-LIS_MASKED_CODE = 255
+LIS_MASKED_CODE = tl.constexpr(255)
 
 
 @triton.jit
@@ -135,6 +135,14 @@ def _log_int_softmax_kernel(
         tl.store(out_ptr + offs, code.to(tl.uint8), mask=mask)
 
 
+def launch_config(length: int):
+    """``(BLOCK_L, ROWS, num_warps)`` for rows of ``length`` scores."""
+    block_l = min(pow2_at_least(length, 16), 1024)
+    if interpreting():
+        return block_l, 32, 4
+    return block_l, max(1, min(16, 2048 // block_l)), 4
+
+
 def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4) -> torch.Tensor:
     """Launcher of ``fqvit::log_int_softmax``: int8 scores ``[..., L]`` → uint8 codes, same shape."""
     # Same layout as the fake kernel (empty_like keeps a permuted input's strides).
@@ -145,12 +153,7 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
     length = scores.shape[-1]
     flat = scores.contiguous().view(-1, length)
     rows = flat.shape[0]
-    block_l = min(pow2_at_least(length, 16), 1024)
-    if interpreting():
-        rows_per_program, num_warps = 32, 4
-    else:
-        rows_per_program = max(1, min(16, 2048 // block_l))
-        num_warps = 4
+    block_l, rows_per_program, num_warps = launch_config(length)
     grid = (triton.cdiv(rows, rows_per_program),)
     with device_guard(scores):
         _log_int_softmax_kernel[grid](flat, result, exp_table, rows, length, BITS=int(bits),
