@@ -1,0 +1,252 @@
+"""Accuracy of FQ-ViT quantization: ``python -m fqvit_kernels.eval``.
+
+Default (no arguments): the small ViT trained on scikit-learn's bundled handwritten digits by
+``scripts/train_digits.py`` (checkpoint ``fqvit_kernels/data/digits_vit.pt``; no download), evaluated
+on its fixed test split in FP32 and in the quantized settings, printed in the paper's table layout
+with the top-1 agreement of the ``int`` path with the ``fake`` (FQ-ViT simulation) path.
+
+ImageNet: ``python -m fqvit_kernels.eval --model deit_small_patch16_224 --pretrained --data
+/path/to/imagenet`` (a folder with ``val/`` (and ``train/`` for calibration) in ImageFolder layout,
+or a val folder itself), calibrated like FQ-ViT on ``--calib-batches`` × ``--calib-batch-size``
+training images with the validation transform.
+
+``--json PATH`` writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+__all__ = ["DIGITS_CHECKPOINT", "digits_data", "build_digits_vit", "load_digits_model", "evaluate", "main"]
+
+#: Checkpoint of the digits ViT shipped with the package.
+DIGITS_CHECKPOINT = Path(__file__).resolve().parent / "data" / "digits_vit.pt"
+
+#: Architecture of the digits ViT (8x8 images, 2x2 patches: 16 tokens + class token).
+DIGITS_ARCH = dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=4,
+                   mlp_ratio=2.0, qkv_bias=True)
+#: Fixed split of load_digits: 40 % of the 1797 images (719) for testing, stratified, seed 0.
+DIGITS_TEST_FRACTION = 0.4
+DIGITS_SPLIT_SEED = 0
+
+#: (label, preset) rows of the table, in the paper's order.
+DEFAULT_SETTINGS = [("MinMax", "minmax-8/8/8"), ("FQ-ViT", "fqvit-8/8/8"), ("FQ-ViT", "fqvit-8/8/4")]
+EXTRA_SETTINGS = {"ema": ("EMA", "ema-8/8/8"), "percentile": ("Percentile", "percentile-8/8/8"),
+                  "omse": ("OMSE", "omse-8/8/8"), "lis8": ("FQ-ViT (LIS 8-bit)", "fqvit-8/8/8-lis8")}
+
+
+def digits_data():
+    """``(x_train, y_train, x_test, y_test)``: digits scaled to [-1, 1], ``[n, 1, 8, 8]`` float32."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise SystemExit("the digits evaluation needs scikit-learn: pip install scikit-learn") from exc
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - 0.5) / 0.5
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    idx = list(range(len(y)))
+    train_idx, test_idx = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+                                           stratify=digits.target)
+    train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def build_digits_vit(**train_kwargs):
+    """The digits ViT architecture (random weights), a timm ``VisionTransformer``.
+
+    ``train_kwargs`` (e.g. ``drop_path_rate``) only change training-time behaviour, not the weights.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(**DIGITS_ARCH, **train_kwargs)
+
+
+def load_digits_model(path: Path = DIGITS_CHECKPOINT):
+    """The trained digits ViT (eval mode) from the shipped checkpoint."""
+    if not Path(path).exists():
+        raise SystemExit(f"digits checkpoint {path} is missing: run python scripts/train_digits.py")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("arch") != DIGITS_ARCH:
+        raise SystemExit(f"{path} holds another architecture ({payload.get('arch')}); retrain with scripts/train_digits.py")
+    model = build_digits_vit()
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model, loader, device="cpu") -> torch.Tensor:
+    """Top-1 predictions of ``model`` over ``loader`` (batches of images or (images, labels))."""
+    preds = []
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        preds.append(model(images.to(device)).argmax(dim=-1).cpu())
+    return torch.cat(preds)
+
+
+def _batches(x: torch.Tensor, size: int) -> List[torch.Tensor]:
+    return [x[i:i + size] for i in range(0, len(x), size)]
+
+
+def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=("fake", "int"), device="cpu",
+             progress=False) -> List[Dict[str, object]]:
+    """FP32 and every ``(label, preset)`` of ``settings``: top-1 (%) per mode and int/fake agreement."""
+    from .nn import quantize_model
+    from .quant import get_config
+
+    rows = []
+    t0 = time.time()
+    fp32 = predict(model, test_batches, device)
+    rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32",
+                     top1=100.0 * (fp32 == labels).float().mean().item(), seconds=time.time() - t0))
+    for label, preset in settings:
+        config = get_config(preset)
+        t0 = time.time()
+        qmodel = quantize_model(model, calib, config, mode="fake", progress=progress)
+        row = dict(method=label, preset=preset, bits=config.bits_label)
+        preds = {}
+        for mode in modes:
+            if mode == "int" and config.lis and config.attn_bits != 4:
+                continue  # no integer kernel for 8-bit LIS codes
+            qmodel.set_mode(mode)
+            preds[mode] = predict(qmodel, test_batches, device)
+            row[f"top1_{mode}"] = 100.0 * (preds[mode] == labels).float().mean().item()
+        if "fake" in preds and "int" in preds:
+            row["agreement"] = 100.0 * (preds["fake"] == preds["int"]).float().mean().item()
+            row["int_minus_fake"] = row["top1_int"] - row["top1_fake"]
+        row["seconds"] = time.time() - t0
+        rows.append(row)
+    return rows
+
+
+def format_table(rows, title: str) -> str:
+    """The paper's layout: one line per method and mode, W/A/Attn bits, top-1, int/fake agreement."""
+    lines = [title, f"| {'Method':<22} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake agree (%)':>18} |",
+             f"|{'-' * 24}|{'-' * 10}|{'-' * 11}|{'-' * 20}|"]
+    for row in rows:
+        if row["preset"] == "fp32":
+            lines.append(f"| {row['method']:<22} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} |")
+            continue
+        for mode in ("fake", "int"):
+            key = f"top1_{mode}"
+            if key not in row:
+                continue
+            agree = f"{row['agreement']:.2f}" if mode == "int" and "agreement" in row else ""
+            name = f"{row['method']} ({mode})"
+            lines.append(f"| {name:<22} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} |")
+    return "\n".join(lines)
+
+
+def _settings(extra: Sequence[str]):
+    settings = list(DEFAULT_SETTINGS)
+    for i, name in enumerate(extra):
+        if name not in EXTRA_SETTINGS:
+            raise SystemExit(f"unknown --extra {name!r}; choose from {sorted(EXTRA_SETTINGS)}")
+        settings.insert(1 + i, EXTRA_SETTINGS[name])
+    return settings
+
+
+def run_digits(args) -> Dict[str, object]:
+    model = load_digits_model(Path(args.checkpoint) if args.checkpoint else DIGITS_CHECKPOINT)
+    x_train, _, x_test, y_test = digits_data()
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(x_train), generator=gen)
+    calib = _batches(x_train[order][: args.calib_batches * args.calib_batch_size], args.calib_batch_size)
+    t0 = time.time()
+    rows = evaluate(model, calib, _batches(x_test, 256), y_test, _settings(args.extra), modes=args.modes,
+                    progress=not args.quiet)
+    title = (f"Digits ViT (sklearn load_digits, {len(y_test)} test images, {args.calib_batches}x"
+             f"{args.calib_batch_size} calibration images)")
+    return dict(dataset="digits", test_images=len(y_test), rows=rows, seconds=time.time() - t0, title=title)
+
+
+def _imagenet_loaders(args, model):
+    data = Path(args.data)
+    if not data.is_dir():
+        raise SystemExit(f"ImageNet folder {data} does not exist (expected <root>/val/<class>/*.JPEG, "
+                         "or a val folder in ImageFolder layout)")
+    val_dir = data / "val" if (data / "val").is_dir() else data
+    calib_dir = Path(args.calib_dir) if args.calib_dir else (data / "train" if (data / "train").is_dir() else val_dir)
+    if not any(p.is_dir() for p in val_dir.iterdir()):
+        raise SystemExit(f"{val_dir} has no class sub-folders (ImageFolder layout expected)")
+    if calib_dir == val_dir:
+        print(f"note: no train/ folder under {data}: calibrating on validation images", file=sys.stderr)
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    transform = create_transform(**resolve_data_config({}, model=model))
+    val = ImageFolder(str(val_dir), transform=transform)
+    calib_set = ImageFolder(str(calib_dir), transform=transform)
+    gen = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(calib_set), generator=gen)[: args.calib_batches * args.calib_batch_size].tolist()
+    calib = [torch.stack([calib_set[i][0] for i in pick[j:j + args.calib_batch_size]])
+             for j in range(0, len(pick), args.calib_batch_size)]
+    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, num_workers=args.workers)
+    labels = torch.tensor(val.targets)
+    return calib, loader, labels
+
+
+def run_imagenet(args) -> Dict[str, object]:
+    import timm
+
+    if not args.data:
+        raise SystemExit("--model needs --data <ImageNet folder>")
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"ImageNet folder {args.data} does not exist")
+    model = timm.create_model(args.model, pretrained=args.pretrained).eval()
+    calib, loader, labels = _imagenet_loaders(args, model)
+    device = args.device
+    model.to(device)
+    t0 = time.time()
+    rows = evaluate(model, calib, loader, labels, _settings(args.extra), modes=args.modes, device=device,
+                    progress=not args.quiet)
+    return dict(dataset="imagenet", model=args.model, test_images=len(labels), rows=rows,
+                seconds=time.time() - t0, title=f"{args.model} on ImageNet val ({len(labels)} images)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    parser = argparse.ArgumentParser(prog="python -m fqvit_kernels.eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="timm model name (ImageNet mode), e.g. deit_small_patch16_224")
+    parser.add_argument("--pretrained", action="store_true", help="load timm's pretrained weights")
+    parser.add_argument("--data", help="ImageNet root (with val/ and train/) or a val folder")
+    parser.add_argument("--calib-dir", help="calibration images (ImageFolder); default <data>/train")
+    parser.add_argument("--calib-batches", type=int, default=None, help="calibration batches (FQ-ViT: 10)")
+    parser.add_argument("--calib-batch-size", type=int, default=None, help="images per calibration batch (FQ-ViT: 100)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--modes", nargs="+", default=["fake", "int"], choices=["fake", "int"])
+    parser.add_argument("--extra", nargs="*", default=[], help=f"more baselines: {sorted(EXTRA_SETTINGS)}")
+    parser.add_argument("--checkpoint", help="digits checkpoint (default: the shipped one)")
+    parser.add_argument("--json", help="write the numbers to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.model:
+        args.calib_batches = args.calib_batches or 10
+        args.calib_batch_size = args.calib_batch_size or 100
+        result = run_imagenet(args)
+    else:
+        if args.data or args.pretrained:
+            raise SystemExit("--data / --pretrained need --model <timm name>")
+        args.calib_batches = args.calib_batches or 10
+        args.calib_batch_size = args.calib_batch_size or 50
+        result = run_digits(args)
+    print(format_table(result["rows"], result["title"]))
+    print(f"({result['seconds']:.1f} s)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({k: v for k, v in result.items() if k != "title"}, fh, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
