@@ -7,9 +7,10 @@
 //
 // * Q K^T: (q - zp)(k - zp)^T = q k^T - zp * rowsum(k) - zp * rowsum(q) + D * zp^2, so the int8
 //   GEMM runs on the raw codes and the zero point becomes a per-row and a per-column term.
-// * LIS: per row the exponent is exp_table[max - s_j], a 256-entry table; the code of a score only
-//   depends on its distance to the row maximum, so each distinct distance costs one division
-//   (cached per row) instead of one per score.
+// * LIS: per row the exponent is exp_table[max - s_j], a 256-entry table. One per-row threshold
+//   on the exponent decides the masked scores (most of a row) without a division; the code of the
+//   others only depends on their distance to the row maximum, so each distinct distance costs one
+//   division (cached per row) instead of one per score.
 // * P @ V: the weight 2**(15 - k) of a code k is split into three int8 digits of base 2**7
 //   (2**0..2**6 each), W = 2**14 * P2 + 2**7 * P1 + P0, and sum_j W_ij (v_jd - zp) =
 //   2**14 P2 v + 2**7 P1 v + P0 v - zp * sum_j W_ij: three exact int8 GEMMs (a digit plane with
@@ -44,19 +45,43 @@ inline uint8_t lis_code(uint64_t total, int64_t e, int64_t limit) {
   return code < limit ? uint8_t(code) : kMaskedCode;
 }
 
-// LIS codes of one contiguous row of n int8 scores.
-void lis_row(const int8_t* s, int64_t n, const int64_t* table, int64_t limit, uint8_t* codes) {
+// Largest exponent e whose code is masked in a row of total E: code >= 2**bits <=> R = round(E / e)
+// >= T with T = 3 * 2**(2**bits - 2) (the code is floor(log2 R) rounded up at 1.5 * 2**m), and
+// R >= T <=> 2E > (2T - 1) e, or 2E == (2T - 1) e with T even (a tie rounds half to even). So
+// e is masked iff e <= floor(2E / (2T - 1)) (T even) or floor((2E - 1) / (2T - 1)) (T odd).
+// For bits >= 7, T exceeds any possible R: only e <= 0 is masked.
+int64_t masked_threshold(uint64_t total, int64_t bits) {
+  if (bits >= 7) return 0;
+  const int64_t limit = int64_t(1) << bits;  // 2..64
+  const unsigned __int128 t = (unsigned __int128)3 << (limit - 2);  // <= 3 * 2**62
+  const unsigned __int128 den = 2 * t - 1;
+  const unsigned __int128 twice = (unsigned __int128)total * 2;
+  const bool t_even = (t & 1) == 0;
+  return int64_t((t_even ? twice : twice - 1) / den);  // <= 2E / 3 < 2**63
+}
+
+// LIS codes of one contiguous row of n int8 scores. Most scores of a softmax row are masked
+// (probability below 2**-15.5 for 4 bits): one comparison with the row's masked threshold
+// settles them; the others need the rounded ratio, computed once per distinct distance.
+void lis_row(const int8_t* s, int64_t n, const int64_t* table, int64_t bits, uint8_t* codes) {
   int8_t mx = s[0];
   for (int64_t j = 1; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
   uint64_t total = 0;  // <= 2**63 - 1: ops checks exp_table.max() * n
   for (int64_t j = 0; j < n; ++j) total += uint64_t(table[int(mx) - int(s[j])]);
+  const int64_t threshold = masked_threshold(total, bits);
+  const int64_t limit = int64_t(1) << bits;
   constexpr uint8_t kUnknown = 254;  // never a code: codes are <= 63 or 255
   uint8_t cache[256];
   std::memset(cache, kUnknown, sizeof(cache));
   for (int64_t j = 0; j < n; ++j) {
     const int d = int(mx) - int(s[j]);
+    const int64_t e = table[d];
+    if (e <= threshold) {
+      codes[j] = kMaskedCode;
+      continue;
+    }
     uint8_t c = cache[d];
-    if (c == kUnknown) c = cache[d] = lis_code(total, table[d], limit);
+    if (c == kUnknown) c = cache[d] = lis_code(total, e, limit);
     codes[j] = c;
   }
 }
@@ -197,14 +222,13 @@ at::Tensor log_int_softmax(const at::Tensor& scores, const at::Tensor& exp_table
   const at::Tensor s = scores.contiguous();
   const at::Tensor table = exp_table.contiguous();
   const int64_t n = s.size(-1), rows = n ? s.numel() / n : 0;
-  const int64_t limit = int64_t(1) << bits;
   return like_input(scores, at::kByte, [&](at::Tensor& out) {
     if (rows == 0) return;
     const int8_t* s_p = s.data_ptr<int8_t>();
     const int64_t* t_p = table.data_ptr<int64_t>();
     uint8_t* o_p = out.data_ptr<uint8_t>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / n), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) lis_row(s_p + i * n, n, t_p, limit, o_p + i * n);
+      for (int64_t i = begin; i < end; ++i) lis_row(s_p + i * n, n, t_p, bits, o_p + i * n);
     });
   });
 }
@@ -288,7 +312,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
       }
       scores_block(q[b][h].narrow(0, q0, r), *keys, qkv_zero_point, score_multiplier, score_shift,
                    score_zero_point, acc, scores.data());
-      for (int64_t i = 0; i < r; ++i) lis_row(scores.data() + i * n, n, t_p, 16, codes.data() + i * n);
+      for (int64_t i = 0; i < r; ++i) lis_row(scores.data() + i * n, n, t_p, 4, codes.data() + i * n);
       pv_block(codes.data(), r, n, v[b][h], qkv_zero_point, ws, ctx.data());
       for (int64_t i = 0; i < r; ++i) {
         int8_t* o = o_p + ((b * n + q0 + i) * heads + h) * d;

@@ -191,6 +191,35 @@ def test_log_int_softmax_edges(gen):
         check("log_int_softmax", (scores, params.lis_exp_table(score_scale), 4), f"scale {score_scale}")
 
 
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_log_int_softmax_small_tables_hit_rounding_ties(data):
+    # Tiny exponent tables make E / e land exactly on the half-way points of the round-half-even
+    # ratio and on the masking threshold, where a division-free shortcut is easiest to get wrong.
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    table = torch.randint(0, data.draw(st.integers(2, 64), label="table max"), (256,), generator=gen)
+    table[0] = table[0].clamp(min=1)
+    rows, n = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 60))
+    spread = data.draw(st.integers(1, 256), label="score spread")
+    scores = (torch.randint(0, spread, (rows, n), generator=gen) - 128).to(torch.int8)
+    bits = data.draw(st.integers(1, 8), label="bits")
+    check("log_int_softmax", (scores, table, bits), f"{rows}x{n} bits={bits}")
+
+
+def test_log_int_softmax_masking_threshold_ties():
+    # Row with exponents e0 (the max) and e1 = 2 where 2E = (2T - 1) * e1 exactly: R = T - 1/2
+    # rounds to even; T = 3 * 2**(2**bits - 2) is the first masked ratio.
+    for bits in range(1, 6):
+        t = 3 * 2 ** (2**bits - 2)
+        for delta in (-2, -1, 0, 1, 2):
+            table = torch.zeros(256, dtype=torch.int64)
+            table[0] = 2 * t - 3 + delta
+            table[1] = 2
+            scores = torch.tensor([[10, 9, -100, -100]], dtype=torch.int8)  # E = e0 + 2
+            if table[0] > 0 and table.max() * 4 < 2**63:
+                check("log_int_softmax", (scores, table, bits), f"bits={bits} delta={delta}")
+
+
 def _lis_codes(gen, shape):
     scores, table, _ = testing.scores_case(shape, gen).args
     return ref.log_int_softmax(scores, table, 4)
