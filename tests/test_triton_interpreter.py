@@ -172,6 +172,33 @@ def test_lis_threshold_codes_every_table_entry(gen):
         testing.assert_equal(got, _reference_codes(total, exps), f"codes at scale {scale}")
 
 
+def test_lis_threshold_codes_exhaustive_small_sums():
+    """Every pair 1 <= e <= E <= 512 (where round-half-even ties are densest)."""
+    total = torch.arange(1, 513, dtype=torch.int64)
+    exps = torch.minimum(torch.arange(1, 513, dtype=torch.int64)[None, :], total[:, None]).contiguous()
+    got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+    testing.assert_equal(got, _reference_codes(total, exps), "codes")
+
+
+def _huge_table(n: int) -> torch.Tensor:
+    """An exponent table whose row sums reach the int64 limit for n keys (the validator's edge)."""
+    top = (2**63 - 1) // n
+    return torch.tensor([top >> min(d // 3, 63) for d in range(256)], dtype=torch.int64)
+
+
+def test_log_int_softmax_near_int64_limit(gen):
+    scores = torch.randint(-128, 128, (4, 50), generator=gen, dtype=torch.int8)
+    scores[:, :7] = 127  # many keys at the row max: E close to 2**63
+    _run(testing.OpCase("log_int_softmax", (scores, _huge_table(50), 4)), softmax.log_int_softmax)
+
+
+def test_int_attention_near_int64_limit(gen):
+    case = testing.attention_case(1, 2, 50, 16, gen)
+    args = list(case.args)
+    args[7] = _huge_table(50)
+    _check_attention(testing.OpCase("int_attention", tuple(args)))
+
+
 @pytest.mark.parametrize("b,nq,nk,d", [(1, 1, 1, 8), (2, 7, 50, 80), (3, 33, 70, 13), (1, 65, 70, 200)])
 def test_log_attn_v(b, nq, nk, d, gen):
     case = testing.scores_case((b, nq, nk), gen)

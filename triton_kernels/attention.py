@@ -11,7 +11,8 @@ of a score needs the row max and the exponent sum over *all* keys, and FQ-ViT's 
 has no exact rescaling, so the kernel makes three passes over the key tiles, recomputing the
 (cheap, ``D``-deep) score tile each time and never writing scores to memory:
 
-1. row max of the scores;
+1. row max of the scores (as the requantized max of the int32 accumulators: the requantization
+   is monotone);
 2. ``E = Σ_j exp_table[max - s_j]`` in int64 (a 256-entry gather);
 3. per row the 16 thresholds ``U_T(E)`` (outside the loop), per score the 4-bit code as the count
    of ``e_j <= U_T`` (no division), the weights ``2**(15 - k)`` split into negated int8 halves for
@@ -140,18 +141,21 @@ def _int_attention_kernel(
     q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
     score_half = tl.full((), 1, tl.int64) << (score_shift - 1)
 
-    # Pass 1: row max over all keys (scores are >= -128, so -128 is a neutral start).
-    row_max = tl.full((BLOCK_M,), -128, tl.int32)
+    # Pass 1: row max. The score requantization is monotone non-decreasing in the accumulator
+    # (multiplier >= 0), so max_j s_ij = requant(max_j acc_ij): an int32 max per score and one
+    # int64 requantization per row.
+    acc_floor = tl.full((BLOCK_M,), -2147483648, tl.int32)
+    acc_max = acc_floor
     for n0 in range(0, N, BLOCK_N):
         keys = n0 + offs_n
         n_ok = keys < N
         kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
                      mask=d_ok[:, None] & n_ok[None, :], other=0)
-        k_sum = tl.sum(kt.to(tl.int32), axis=0)
-        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
-                        score_zero_point)
-        s = tl.where(n_ok[None, :], s, -128)
-        row_max = tl.maximum(row_max, tl.max(s, axis=1))
+        acc = tl.dot(q, kt, out_dtype=tl.int32) - zero_point * tl.sum(kt.to(tl.int32), axis=0)[None, :]
+        acc = tl.where(n_ok[None, :], acc, acc_floor[:, None])
+        acc_max = tl.maximum(acc_max, tl.max(acc, axis=1))
+    row_max = ((acc_max + q_corr).to(tl.int64) * score_mult + score_half) >> score_shift
+    row_max = tl.minimum(tl.maximum(row_max + score_zero_point, -128), 127).to(tl.int32)
 
     # Pass 2: the int64 exponent sum.
     total = tl.zeros((BLOCK_M,), tl.int64)
