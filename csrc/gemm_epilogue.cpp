@@ -7,7 +7,23 @@
 
 namespace fqvit {
 
-at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
+namespace {
+
+// at::_int_mm (torch 2.14, CPU) returns garbage for a [1, N] operand with strides (1, 1), the
+// view w.t() of a [N, 1] weight (K = 1): such a degenerate-stride view counts as contiguous, so
+// .contiguous() keeps it. An operand with a size-1 dimension is therefore copied into a fresh
+// row-major tensor first (it is a vector: the copy is negligible).
+at::Tensor gemm_operand(const at::Tensor& t) {
+  const bool vector = t.size(0) == 1 || t.size(1) == 1;
+  const bool row_major = t.stride(1) == 1 && t.stride(0) == t.size(1);
+  if (!vector || row_major) return t;
+  return at::empty({t.size(0), t.size(1)}, t.options()).copy_(t);
+}
+
+}  // namespace
+
+at::Tensor int_mm(const at::Tensor& a_in, const at::Tensor& b_in) {
+  const at::Tensor a = gemm_operand(a_in), b = gemm_operand(b_in);
   try {
     return at::_int_mm(a, b);
   } catch (const c10::Error&) {
@@ -16,7 +32,8 @@ at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
   }
 }
 
-void int_mm_into(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+void int_mm_into(const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor& out) {
+  const at::Tensor a = gemm_operand(a_in), b = gemm_operand(b_in);
   try {
     at::_int_mm_out(out, a, b);
   } catch (const c10::Error&) {

@@ -62,9 +62,10 @@ def test_dispatch_with_default_arguments(gen):
 
 @pytest.mark.parametrize("m", [1, 7, 197, 577])
 def test_int8_gemms_ragged(m, gen):
-    for n, k in ((9, 13), (48, 100), (24, 385)):
+    # K = 1 and N = 1 make the transposed weight a [1, N] / [K, 1] view with degenerate strides.
+    for n, k in ((9, 13), (48, 100), (24, 385), (5, 1), (1, 7), (1, 1)):
         check("int8_matmul", testing.matmul_case(m, n, k, gen).args, f"M={m} N={n} K={k}")
-        for epilogue in ("plain", "gelu", "residual"):
+        for epilogue in ("plain", "gelu", "residual") if m * n >= 2 else ():  # linear_case needs 2 outputs
             case = testing.linear_case(m, n, k, gen, epilogue, lut_length=300)
             check("int8_linear", case.args, f"{epilogue} M={m} N={n} K={k}")
 
@@ -225,7 +226,7 @@ def _lis_codes(gen, shape):
     return ref.log_int_softmax(scores, table, 4)
 
 
-@pytest.mark.parametrize("n,d", [(1, 8), (7, 64), (50, 80), (197, 64), (577, 8)])
+@pytest.mark.parametrize("n,d", [(1, 8), (7, 64), (50, 80), (197, 64), (577, 8), (1, 1), (6, 1)])
 def test_log_attn_v_ragged(n, d, gen):
     codes = _lis_codes(gen, (2, 3, n, n))
     v = _int8(gen, 2, 3, n, d)
@@ -246,7 +247,8 @@ def test_log_attn_v_any_codes(gen):
 
 
 def test_attention_scores_shapes(gen):
-    for q_shape, nk in (((5, 8), 9), ((2, 7, 64), 1), ((2, 3, 50, 80), 50), ((1, 2, 197, 64), 197)):
+    for q_shape, nk in (((5, 8), 9), ((2, 7, 64), 1), ((2, 3, 50, 80), 50), ((1, 2, 197, 64), 197), ((3, 1), 1),
+                        ((4, 1), 6), ((1, 5), 1)):
         q = _int8(gen, *q_shape)
         k = _int8(gen, *q_shape[:-2], nk, q_shape[-1])
         for zp, mult, shift, szp in ((-128, INT32_MAX, 62, 127), (127, 1 << 30, 40, -128), (3, INT32_MAX, 1, 0)):
@@ -255,7 +257,8 @@ def test_attention_scores_shapes(gen):
     check("attention_scores", (q, q.flip(-2), 5, 1 << 30, 44, 1), "strided")
 
 
-@pytest.mark.parametrize("b,h,n,d", [(2, 3, 1, 8), (1, 2, 7, 64), (2, 2, 50, 80), (1, 3, 197, 64), (1, 1, 577, 8)])
+@pytest.mark.parametrize("b,h,n,d", [(2, 3, 1, 8), (1, 2, 7, 64), (2, 2, 50, 80), (1, 3, 197, 64), (1, 1, 577, 8),
+                                     (2, 2, 5, 1), (1, 2, 1, 1)])
 def test_int_attention_ragged(b, h, n, d, gen):
     case = testing.attention_case(b, h, n, d, gen)
     out = check("int_attention", case.args, f"B={b} H={h} N={n} D={d}")
