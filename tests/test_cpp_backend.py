@@ -362,3 +362,13 @@ def test_one_and_two_threads_give_identical_bits(gen):
     for case, one, two in zip(cases, outputs[1], outputs[2]):
         testing.assert_equal(two, one, f"{case.name} 2 threads vs 1")
         testing.assert_equal(one, getattr(ref, case.name)(*case.args), case.name)
+
+
+def test_info_reports_the_cpp_backend():
+    from fqvit_kernels import info
+
+    lines = info.report()
+    assert "C++ extension fqvit_kernels._C: loaded" in lines
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in ops.OP_NAMES}
+    assert set(rows) == set(ops.OP_NAMES)
+    assert all(cols[0] == "cpp" for cols in rows.values())
