@@ -22,7 +22,8 @@ if sources and os.environ.get("FQVIT_NO_EXTENSION", "0") != "1":
         CppExtension(
             name="fqvit_kernels._C",
             sources=sources,
-            extra_compile_args={"cxx": ["-O3", "-std=c++17", *openmp]},
+            # No -std flag: torch.utils.cpp_extension picks the standard this torch needs (C++20 for 2.10+).
+            extra_compile_args={"cxx": ["-O3", *openmp]},
             extra_link_args=openmp,
         )
     )
