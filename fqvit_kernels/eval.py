@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ["DIGITS_CHECKPOINT", "digits_data", "build_digits_vit", "load_digits_model", "evaluate", "main"]
+__all__ = ["DIGITS_CHECKPOINT", "digits_data", "digits_calibration", "build_digits_vit", "load_digits_model", "evaluate", "main"]
 
 #: Checkpoint of the digits ViT shipped with the package.
 DIGITS_CHECKPOINT = Path(__file__).resolve().parent / "data" / "digits_vit.pt"
@@ -59,6 +59,12 @@ def digits_data():
                                            stratify=digits.target)
     train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def digits_calibration(x_train: torch.Tensor, batches: int = 10, batch_size: int = 50) -> List[torch.Tensor]:
+    """Calibration batches: a fixed shuffle (seed 0) of the training images, like FQ-ViT's."""
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(0))
+    return _batches(x_train[order][: batches * batch_size], batch_size)
 
 
 def build_digits_vit(**train_kwargs):
@@ -158,9 +164,7 @@ def _settings(extra: Sequence[str]):
 def run_digits(args) -> Dict[str, object]:
     model = load_digits_model(Path(args.checkpoint) if args.checkpoint else DIGITS_CHECKPOINT)
     x_train, _, x_test, y_test = digits_data()
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(x_train), generator=gen)
-    calib = _batches(x_train[order][: args.calib_batches * args.calib_batch_size], args.calib_batch_size)
+    calib = digits_calibration(x_train, args.calib_batches, args.calib_batch_size)
     t0 = time.time()
     rows = evaluate(model, calib, _batches(x_test, 256), y_test, _settings(args.extra), modes=args.modes,
                     progress=not args.quiet)

@@ -149,3 +149,26 @@ def test_refuses_gated_attention():
         pytest.skip("this timm has no gated attention")
     with pytest.raises(NotImplementedError, match="gated"):
         QuantTimmVitBlock.from_float(blk)
+
+
+def test_gelu_table_effect(gen):
+    """fc1 + GELU table (int) vs FQ-ViT's float fc1 + float GELU + mlp.qact1 (fake), same int8 input.
+
+    The table's input is fc1's output on a calibrated grid of 2**12 points over its range (low end
+    extended to -4), i.e. an extra rounding >= 8x finer than the 8-bit GELU output grid; measured
+    here in output LSBs, on inputs that also exceed the calibrated range.
+    """
+    _, qb = _calibrated(gen)
+    mlp = qb.mlp
+    h = qb.qact3.quantize_int(1.5 * torch.randn(256, DIM, generator=gen))
+    codes = torch.ops.fqvit.int8_linear(h, mlp.fc1.weight_int8, mlp.fc1.int_bias, mlp.fc1.multiplier,
+                                        mlp.fc1.shift, int(mlp.pre_gelu_zero_point), mlp.gelu_lut,
+                                        None, 0, None, None, None, 0)
+    pre = torch.nn.functional.linear(qb.qact3.dequantize_int(h), mlp.fc1.fake_weight(), mlp.fc1.bias)
+    g = torch.nn.functional.gelu(pre)
+    expected = torch.round(g / mlp.qact1.scale + mlp.qact1.zero_point).clamp(0, 255) - 128
+    diff = (codes.to(torch.float32) - expected).abs()
+    print(f"GELU table (2**12 entries): {100 * (diff == 0).float().mean():.2f} % equal, "
+          f"{100 * (diff <= 1).float().mean():.3f} % within 1 LSB of float GELU + qact1")
+    assert diff.max() <= 1
+    assert (diff == 0).float().mean() > 0.95

@@ -152,3 +152,23 @@ def test_eval_cli_missing_imagenet_folder(tmp_path):
         fq_eval.main(["--model", "deit_tiny_patch16_224", "--pretrained", "--data", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="--model"):
         fq_eval.main(["--data", str(tmp_path)])
+
+
+def test_shipped_digits_model_meets_accuracy_targets():
+    """The default evaluation's targets: FQ-ViT 8/8/8 within 0.5 points of FP32; int within 0.3
+    points of fake with >= 99.5 % top-1 agreement (8/8/4 here; the eval command reports all)."""
+    pytest.importorskip("sklearn")
+    from fqvit_kernels import eval as fq_eval
+
+    model = fq_eval.load_digits_model()
+    x_train, _, x_test, y_test = fq_eval.digits_data()
+    calib = fq_eval.digits_calibration(x_train)
+    test = fq_eval._batches(x_test, 256)
+    fp32, w8 = fq_eval.evaluate(model, calib, test, y_test, [("FQ-ViT", "fqvit-8/8/8")], modes=("fake",))
+    _, w4 = fq_eval.evaluate(model, calib, test, y_test, [("FQ-ViT", "fqvit-8/8/4")])
+    print(f"digits: FP32 {fp32['top1']:.2f}, FQ-ViT 8/8/8 fake {w8['top1_fake']:.2f}, 8/8/4 fake "
+          f"{w4['top1_fake']:.2f} int {w4['top1_int']:.2f}, agreement {w4['agreement']:.2f} %")
+    assert fp32["top1"] > 95.0
+    assert abs(w8["top1_fake"] - fp32["top1"]) <= 0.5
+    assert abs(w4["top1_int"] - w4["top1_fake"]) <= 0.3
+    assert w4["agreement"] >= 99.5

@@ -35,6 +35,8 @@ from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, Quant
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block"]
 
+#: Lowest pre-GELU value the GELU table covers at least (GELU(-4) = -1.3e-4).
+PRE_GELU_FLOOR = -4.0
 #: Fractional bits of the exponent table of the integer uniform softmax (no-LIS presets).
 SOFTMAX_EXP_BITS = 20
 
@@ -255,10 +257,18 @@ class QuantMlp(QuantModule):
         return self.qact2(self.fc2(x))
 
     def convert(self, in_quantizer: QAct) -> None:
-        """Pre-GELU grid (calibrated fc1 output range over the table) and the GELU table."""
+        """Pre-GELU grid and the GELU table.
+
+        The grid spans ``[min(fc1 min, PRE_GELU_FLOOR), fc1 max]`` (calibrated MinMax) with
+        ``2**gelu_lut_bits`` points. Extending the low end to -4 makes inputs below the calibrated
+        range land where GELU is ~0 (``|GELU(-4)| = 1.3e-4``, under a quarter of any possible
+        ``mlp.qact1`` step, whose range includes GELU's minimum -0.17) instead of saturating at
+        ``GELU(min)``; above the range the table saturates at ``GELU(max)``, which is where
+        ``mlp.qact1`` clips anyway.
+        """
         obs = self.pre_gelu.observer
         if obs.initialized:
-            lo, hi = float(obs.min_val), float(obs.max_val)
+            lo, hi = min(float(obs.min_val), PRE_GELU_FLOOR), float(obs.max_val)
             pre_scale = max(hi - lo, 1e-8) / (self.lut_length - 1)
             pre_zp = int(min(max(round(-lo / pre_scale), 0), self.lut_length - 1))
             self.pre_gelu.scale.fill_(pre_scale)
@@ -299,6 +309,18 @@ def convert_layernorm(norm: QuantLayerNorm, in_quantizer: QAct, out_quantizer: Q
     norm.weight_multiplier.copy_(wm)
     norm.ln_bias.copy_(bias)
     norm.ln_shift.copy_(shift)
+
+
+def linear_int(lin: QuantLinear, x: torch.Tensor, output_zero_point: int, gelu_lut: Optional[torch.Tensor] = None,
+               residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
+               final_zero_point: int = 0) -> torch.Tensor:
+    """``torch.ops.fqvit.int8_linear`` with ``lin``'s parameters, every argument passed explicitly."""
+    if residual is None:
+        res_parts = (None, None, None)
+    else:
+        res_parts = (lin.branch_multiplier, lin.residual_multiplier, lin.residual_shift)
+    return torch.ops.fqvit.int8_linear(x, lin.weight_int8, lin.int_bias, lin.multiplier, lin.shift, output_zero_point,
+                                       gelu_lut, residual, residual_zero_point, *res_parts, final_zero_point)
 
 
 def layernorm_int(norm: QuantLayerNorm, x: torch.Tensor, in_zp: int, out_zp: int) -> torch.Tensor:
@@ -428,21 +450,14 @@ class QuantTimmVitBlock(QuantModule):
     def _int_body(self, x: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
         attn, mlp = self.attn, self.mlp
         h = layernorm_int(self.norm1, x, ints["in_zp"], ints["qact1_zp"])
-        qkv = torch.ops.fqvit.int8_linear(h, attn.qkv.weight_int8, attn.qkv.int_bias, attn.qkv.multiplier,
-                                          attn.qkv.shift, ints["qkv_zp"])
+        qkv = linear_int(attn.qkv, h, ints["qkv_zp"])
         ctx = attn.int_core(qkv, b, n, ints)
-        p = attn.proj
-        x = torch.ops.fqvit.int8_linear(ctx, p.weight_int8, p.int_bias, p.multiplier, p.shift, ints["qact3_attn_zp"],
-                                        None, x, ints["in_zp"], p.branch_multiplier, p.residual_multiplier,
-                                        p.residual_shift, ints["qact2_zp"])
+        x = linear_int(attn.proj, ctx, ints["qact3_attn_zp"], residual=x, residual_zero_point=ints["in_zp"],
+                       final_zero_point=ints["qact2_zp"])
         h = layernorm_int(self.norm2, x, ints["qact2_zp"], ints["qact3_zp"])
-        f1 = mlp.fc1
-        h = torch.ops.fqvit.int8_linear(h, f1.weight_int8, f1.int_bias, f1.multiplier, f1.shift, ints["pre_gelu_zp"],
-                                        mlp.gelu_lut)
-        f2 = mlp.fc2
-        return torch.ops.fqvit.int8_linear(h, f2.weight_int8, f2.int_bias, f2.multiplier, f2.shift,
-                                           ints["mlp_qact2_zp"], None, x, ints["qact2_zp"], f2.branch_multiplier,
-                                           f2.residual_multiplier, f2.residual_shift, ints["qact4_zp"])
+        h = linear_int(mlp.fc1, h, ints["pre_gelu_zp"], gelu_lut=mlp.gelu_lut)
+        return linear_int(mlp.fc2, h, ints["mlp_qact2_zp"], residual=x, residual_zero_point=ints["qact2_zp"],
+                          final_zero_point=ints["qact4_zp"])
 
     # -- calibration and conversion --------------------------------------------------------------
 

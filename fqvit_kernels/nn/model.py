@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..quant.config import QuantConfig, get_config
-from .block import QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, run_calibration
+from .block import QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int, run_calibration
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode
 
 __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
@@ -180,8 +180,7 @@ class QuantVisionTransformer(QuantModule):
         x = self.forward_int_tokens(self.qact1.quantize_int(x))
         cls = x[:, 0].contiguous()
         h = layernorm_int(self.norm, cls, ints["norm_in_zp"], ints["qact2_zp"])
-        hd = self.head
-        logits = torch.ops.fqvit.int8_linear(h, hd.weight_int8, hd.int_bias, hd.multiplier, hd.shift, ints["out_zp"])
+        logits = linear_int(self.head, h, ints["out_zp"])
         return self.act_out.dequantize_int(logits)
 
     @torch.no_grad()
