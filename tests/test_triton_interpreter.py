@@ -7,6 +7,9 @@ Run alone with ``pytest -m interpreter``.
 """
 
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +19,14 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
 
 pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+# Triton builds its own @jit library functions (tl.sum, tl.cdiv, ...) for the interpreter only if
+# TRITON_INTERPRET was set when triton was first imported. In a full pytest run another module
+# (timm, through torch) may import triton first; the interpreter then cannot run in this process
+# and the whole file re-runs in a fresh one (test_interpreter_suite_in_fresh_process).
+IN_PROCESS = CUDA or isinstance(tl.standard.sum, InterpretedFunction)
 
 import triton_kernels  # noqa: E402
 from triton_kernels import attention, attn_v, gemm, layernorm, softmax  # noqa: E402
@@ -25,6 +36,22 @@ from fqvit_kernels import params, reference as ref, testing  # noqa: E402
 DEVICE = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.interpreter
 needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the interpreter run covers small shapes)")
+
+
+@pytest.fixture(autouse=True)
+def _needs_usable_interpreter(request):
+    if not IN_PROCESS and request.node.originalname != "test_interpreter_suite_in_fresh_process":
+        pytest.skip("triton was imported before TRITON_INTERPRET was set; this file re-runs in a fresh process")
+
+
+@pytest.mark.skipif(IN_PROCESS, reason="the interpreter runs in this process")
+def test_interpreter_suite_in_fresh_process():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "interpreter",
+                          str(pathlib.Path(__file__).resolve())], capture_output=True, text=True, env=env,
+                         cwd=root, timeout=900)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
 
 
 def _run(case, launcher):
