@@ -21,14 +21,14 @@ qact4). Without LIS (uniform 8-bit softmax) the attention is composed from
 
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import params, reference
+from .. import ops, params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_calibration, set_mode
@@ -365,6 +365,7 @@ class QuantTimmVitBlock(QuantModule):
         self.qact4 = QAct(dim, ln_kind, config, "qact4")
         self.float_io = False
         self._ints: Optional[dict] = None
+        self._params_checked = False
         self.register_load_state_dict_post_hook(lambda module, keys: module._drop_int_cache())
 
     @classmethod
@@ -384,6 +385,7 @@ class QuantTimmVitBlock(QuantModule):
 
     def _drop_int_cache(self) -> None:
         self._ints = None
+        self._params_checked = False
 
     def set_mode(self, mode: str) -> "QuantTimmVitBlock":
         """Switch this block (and its own input quantizer) to ``float``, ``fake`` or ``int``."""
@@ -442,8 +444,12 @@ class QuantTimmVitBlock(QuantModule):
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape [B, N, {self.dim}], got {tuple(x.shape)}")
         b, n, c = x.shape
-        with torch.no_grad():
+        # The ops' value checks read the (constant) parameters; once one call has passed them, later
+        # calls skip them (no device sync per op). Any int8 input is valid.
+        checks = contextlib.nullcontext() if not self._params_checked else ops.value_checks(False)
+        with torch.no_grad(), checks:
             out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints)
+        self._params_checked = True
         out = out.view(b, n, c)
         return self.qact4.dequantize_int(out) if self.float_io else out
 
@@ -475,7 +481,7 @@ class QuantTimmVitBlock(QuantModule):
         mlp.convert(self.qact3)
         _convert_linear(mlp.fc2, mlp.qact1, float(mlp.qact2.scale), mlp.qact1.stored_zero_point)
         _convert_residual(mlp.fc2, mlp.qact2, self.qact2, self.qact4)
-        self._ints = None
+        self._drop_int_cache()
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False) -> "QuantTimmVitBlock":

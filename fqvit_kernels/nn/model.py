@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 from typing import Dict, Iterable, Optional, Union
 
