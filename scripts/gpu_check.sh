@@ -52,6 +52,42 @@ else
   SUMMARY+=("SKIP  memcheck (compute-sanitizer not found)")
 fi
 
+# Side-by-side timings on this card (median ms, triton.testing.do_bench): a quick look, the real
+# benchmark is bench/run.py.
+step timing 300 python - <<'PY'
+import torch, triton
+import torch.nn.functional as F
+from fqvit_kernels import testing
+from triton_kernels import attention, gemm, layernorm
+
+bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100)
+gen = torch.Generator().manual_seed(0)
+print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
+for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "residual"),
+                          "fc1": (3072, 768, "gelu"), "fc2": (768, 3072, "residual")}.items():
+    case = testing.linear_case(12608, n, k, gen, epi).to("cuda")
+    x, w = case.args[0], case.args[1]
+    xb, wb = torch.randn_like(x, dtype=torch.bfloat16), torch.randn_like(w, dtype=torch.bfloat16)
+    t_ours = bench(lambda: gemm.int8_linear(*case.args))
+    t_bf16 = bench(lambda: xb @ wb.t())
+    t_intmm = bench(lambda: torch._int_mm(x, w.t()))
+    tops = 2 * 12608 * n * k / t_ours / 1e9
+    print(f"linear {name:5s} M=12608 N={n} K={k} {epi:8s}: int8_linear {t_ours:.4f} ms ({tops:.0f} TOP/s), "
+          f"bf16 {t_bf16:.4f} ({t_bf16 / t_ours:.2f}x), _int_mm {t_intmm:.4f} ({t_intmm / t_ours:.2f}x)")
+for n_tok in (197, 577):
+    case = testing.attention_case(64, 12, n_tok, 64, gen).to("cuda")
+    qb = torch.randn(64, 12, n_tok, 64, device="cuda", dtype=torch.bfloat16)
+    t_ours = bench(lambda: attention.int_attention(*case.args))
+    t_sdpa = bench(lambda: F.scaled_dot_product_attention(qb, qb, qb))
+    print(f"int_attention B=64 H=12 N={n_tok} D=64: {t_ours:.4f} ms, SDPA bf16 {t_sdpa:.4f} ms ({t_sdpa / t_ours:.2f}x)")
+case = testing.layernorm_case(12608, 768, gen).to("cuda")
+src = case.args[0]
+dst = torch.empty_like(src)
+t_ln = bench(lambda: layernorm.ptf_layernorm(*case.args))
+t_copy = bench(lambda: dst.copy_(src))
+print(f"ptf_layernorm 12608x768: {t_ln:.4f} ms, int8 copy {t_copy:.4f} ms ({t_copy / t_ln:.0%} of copy speed)")
+PY
+
 echo
 echo "== summary (logs in $LOG_DIR)"
 printf '%s\n' "${SUMMARY[@]}" | tee "$LOG_DIR/summary.txt"
