@@ -138,8 +138,10 @@ void scores_block(const at::Tensor& q_blk, const KeySide& keys, int64_t zp, int6
 struct PvWorkspace {
   at::Tensor planes[3], prods[3];
   std::vector<int64_t> wsum;
+  std::vector<int32_t> centered;  // v - zp, [Nk, D], for the sparse path
+  std::vector<uint32_t> acc;      // one context row, for the sparse path
   PvWorkspace(int64_t rows, int64_t nk, int64_t d)
-      : wsum(rows) {
+      : wsum(rows), centered(nk * d), acc(d) {
     for (int p = 0; p < 3; ++p) {
       planes[p] = at::empty({rows, nk}, at::kChar);
       prods[p] = at::empty({rows, d}, at::kInt);
@@ -179,9 +181,48 @@ FQVIT_SIMD void requant_row(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult,
   for (int64_t c = 0; c < d; ++c) out[c] = int8_t(clamp64(round_shift(int64_t(ctx[c]) * mult, shift) + zp, -128, 127));
 }
 
+FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t stride, int64_t d, int32_t zp,
+                            int32_t* FQVIT_R out) {
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t c = 0; c < d; ++c) out[j * d + c] = int32_t(v[j * stride + c]) - zp;
+}
+
+// Sparse attn @ V rows: most LIS codes of a peaked softmax are masked (weight 0); each unmasked
+// code k adds (v_j - zp) << (15 - k) to its context row, modulo 2**32 like the reference's final
+// .to(torch.int32) (unsigned, so that a wrap is defined behaviour).
+FQVIT_SIMD void sparse_rows(const uint8_t* FQVIT_R codes, int64_t r, int64_t nk, const int32_t* FQVIT_R centered,
+                            int64_t d, uint32_t* FQVIT_R acc, int32_t* FQVIT_R ctx) {
+  for (int64_t i = 0; i < r; ++i) {
+    for (int64_t c = 0; c < d; ++c) acc[c] = 0;
+    const uint8_t* row = codes + i * nk;
+    for (int64_t j = 0; j < nk; ++j) {
+      if (row[j] > kValueShift) continue;
+      const int shift = int(kValueShift) - row[j];
+      const int32_t* vj = centered + j * d;
+      for (int64_t c = 0; c < d; ++c) acc[c] += uint32_t(vj[c]) << shift;
+    }
+    for (int64_t c = 0; c < d; ++c) ctx[i * d + c] = int32_t(acc[c]);
+  }
+}
+
+void pv_block_sparse(const uint8_t* codes, int64_t r, int64_t nk, const at::Tensor& v, int64_t zp, PvWorkspace& ws,
+                     int32_t* ctx) {
+  const int64_t d = v.size(1);
+  center_rows(v.data_ptr<int8_t>(), nk, v.stride(0), d, int32_t(zp), ws.centered.data());
+  sparse_rows(codes, r, nk, ws.centered.data(), d, ws.acc.data(), ctx);
+}
+
+// attn @ V of one block: the sparse loop when at most 1/8 of the codes carry a weight, else the
+// three digit-plane GEMMs (both exact; the choice only affects speed).
 void pv_block(const uint8_t* codes, int64_t r, int64_t nk, const at::Tensor& v, int64_t zp, PvWorkspace& ws,
               int32_t* ctx) {
   const int64_t d = v.size(1);
+  int64_t weighted = 0;
+  for (int64_t e = 0; e < r * nk; ++e) weighted += codes[e] <= kValueShift;
+  if (weighted * 8 <= r * nk) {
+    pv_block_sparse(codes, r, nk, v, zp, ws, ctx);
+    return;
+  }
   int8_t* plane_p[3];
   for (int p = 0; p < 3; ++p) plane_p[p] = ws.planes[p].data_ptr<int8_t>();
   for (int64_t i = 0; i < r; ++i)

@@ -278,6 +278,9 @@ def test_int_attention_strided_and_edges(gen):
     for zp in (-128, 127):
         check("int_attention", (q, k, v, zp, INT32_MAX, 62, 127, only_max, INT32_MAX, 1, -128), "extreme")
         check("int_attention", (q, k, v, zp, 1 << 30, 20, -128, table, 1, 62, 127), "extreme")
+    # Scores all on one grid point: every code is ~log2(N), none masked (the dense attn@V path).
+    flat = testing.attention_case(1, 2, 197, 64, gen).args
+    check("int_attention", flat[:4] + (1, 62, 0) + flat[7:], "flat softmax, N=197")
     equal = torch.full((1, 1, 9, 8), 4, dtype=torch.int8)
     check("int_attention", (equal, equal, equal, 4) + case.args[4:], "all scores equal")
 
