@@ -8,7 +8,8 @@ for the fused attention; at the model boundary ``torch.fake_quantize_per_tensor_
 fake quantization) and ``x.float()`` (plain int8 -> float conversion). Each row's ``baseline`` is
 the float provider; the note gives the speed-up over the reference. The C++ rows time the
 extension function itself (inputs are known valid, so the Python validation of ``torch.ops.fqvit``
-is left out); its output is compared with the reference (``torch.equal``) before timing. In quick mode a reference taking over 2 s per call is not timed.
+is left out); its output is compared with the reference (``torch.equal``) before timing. In quick
+mode a reference taking over 2 s per call is not timed.
 """
 
 from __future__ import annotations
