@@ -108,6 +108,27 @@ def test_int8_linear_extreme_requant(gen):
     _run(testing.OpCase("int8_linear", gelu_args), gemm.int8_linear)
 
 
+def _strided(t):
+    """The same values as a non-contiguous 1-D view (every other element of a larger tensor)."""
+    wide = torch.zeros(t.numel() * 2, dtype=t.dtype)
+    wide[::2] = t
+    return wide[::2]
+
+
+@pytest.mark.parametrize("epilogue", ["gelu", "residual"])
+def test_int8_linear_strided_parameter_vectors(epilogue, gen):
+    case = testing.linear_case(7, 20, 40, gen, epilogue, lut_length=64)
+    args = tuple(_strided(a) if isinstance(a, torch.Tensor) and a.dim() == 1 else a for a in case.args)
+    assert not args[2].is_contiguous()
+    _run(testing.OpCase("int8_linear", args), gemm.int8_linear)
+
+
+def test_ptf_layernorm_strided_parameter_vectors(gen):
+    case = testing.layernorm_case(5, 48, gen)
+    args = tuple(_strided(a) if isinstance(a, torch.Tensor) and a.dim() == 1 else a for a in case.args)
+    _run(testing.OpCase("ptf_layernorm", args), layernorm.ptf_layernorm)
+
+
 def test_int8_linear_empty_rows(gen):
     case = testing.linear_case(1, 7, 13, gen)
     x = case.args[0][:0]
@@ -228,7 +249,8 @@ def test_int_attention_near_int64_limit(gen):
     _check_attention(testing.OpCase("int_attention", tuple(args)))
 
 
-@pytest.mark.parametrize("b,nq,nk,d", [(1, 1, 1, 8), (2, 7, 50, 80), (3, 33, 70, 13), (1, 65, 70, 200)])
+@pytest.mark.parametrize("b,nq,nk,d", [(1, 1, 1, 8), (2, 7, 50, 80), (3, 33, 70, 13), (1, 65, 70, 200),
+                                       (2, 65, 9, 130)])
 def test_log_attn_v(b, nq, nk, d, gen):
     case = testing.scores_case((b, nq, nk), gen)
     codes = ref.log_int_softmax(*case.args)
@@ -261,7 +283,7 @@ def _check_attention(case):
 
 
 @pytest.mark.parametrize("b,h,n,d", [(1, 1, 1, 8), (1, 2, 7, 80), (2, 1, 50, 8), (1, 1, 70, 32),
-                                     (1, 1, 197, 64), (1, 1, 129, 80)])
+                                     (1, 1, 197, 64), (1, 1, 129, 80), (2, 2, 70, 16)])
 def test_int_attention(b, h, n, d, gen):
     _check_attention(testing.attention_case(b, h, n, d, gen))
 

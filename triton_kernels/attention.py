@@ -54,9 +54,13 @@ def _attention_scores_kernel(
     zero_point, score_mult, score_shift, score_zero_point,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    batch = tl.program_id(2).to(tl.int64)
+    # 1-D grid (CUDA limits grid dims 1 and 2 to 65535): query tiles fastest, then key tiles, batch.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(NQ, BLOCK_M)
+    num_n = tl.cdiv(NK, BLOCK_N)
+    pid_m = pid % num_m
+    pid_n = (pid // num_m) % num_n
+    batch = (pid // (num_m * num_n)).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -94,7 +98,7 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, scor
     q3 = q.contiguous().view(-1, nq, d)
     k3 = k.contiguous().view(-1, nk, d)
     block_m, block_n, block_d, num_warps = scores_launch_config(d)
-    grid = (triton.cdiv(nq, block_m), triton.cdiv(nk, block_n), q3.shape[0])
+    grid = (triton.cdiv(nq, block_m) * triton.cdiv(nk, block_n) * q3.shape[0],)
     with device_guard(q):
         _attention_scores_kernel[grid](q3, k3, out, nq, nk, d, int(qkv_zero_point), int(score_multiplier),
                                        int(score_shift), int(score_zero_point),
@@ -123,8 +127,12 @@ def _int_attention_kernel(
     zero_point, score_mult, score_shift, score_zero_point, out_mult, out_shift, out_zero_point,
     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # 1-D grid, query tiles of one (batch, head) adjacent so they share its K/V in L2; B * H may
+    # exceed CUDA's 65535 limit on grid dims 1 and 2.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    pid_m = pid % num_m
+    pid_bh = pid // num_m
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = q_ptr + b * stride_qb + h * stride_qh
@@ -217,8 +225,8 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
     out = _attention_output(q)
     block_d = head_block(d)
     with device_guard(q):
-        _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, out, exp_table, heads, n, d,
+        _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]) * batch * heads,)](
+            q, k, v, out, exp_table.contiguous(), heads, n, d,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             int(qkv_zero_point), int(score_multiplier), int(score_shift), int(score_zero_point),

@@ -35,9 +35,13 @@ def _log_attn_v_kernel(
     codes_ptr, v_ptr, out_ptr, NQ, NK, D, v_zero_point,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    batch = tl.program_id(2).to(tl.int64)
+    # 1-D grid (CUDA limits grid dims 1 and 2 to 65535): query tiles fastest, then D tiles, batch.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(NQ, BLOCK_M)
+    num_d = tl.cdiv(D, BLOCK_D)
+    pid_m = pid % num_m
+    pid_d = (pid // num_m) % num_d
+    batch = (pid // (num_m * num_d)).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -80,7 +84,7 @@ def log_attn_v(codes: torch.Tensor, v: torch.Tensor, v_zero_point: int) -> torch
     v3 = v.contiguous().view(-1, nk, d)
     batch = codes3.shape[0]
     block_m, block_n, block_d, num_warps = launch_config(d)
-    grid = (triton.cdiv(nq, block_m), triton.cdiv(d, block_d), batch)
+    grid = (triton.cdiv(nq, block_m) * triton.cdiv(d, block_d) * batch,)
     with device_guard(codes):
         _log_attn_v_kernel[grid](codes3, v3, out, nq, nk, d, int(v_zero_point),
                                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)

@@ -137,6 +137,10 @@ def _launch(a, b, out, epilogue, bias=None, multiplier=None, shift=None, output_
     n = b.shape[0]
     if m == 0:
         return out
+    # The kernel indexes per-channel vectors and the table as ptr + i: make strided views dense.
+    bias, multiplier, shift, gelu_lut, branch_multiplier, residual_multiplier, residual_shift = (
+        t.contiguous() if t is not None else None
+        for t in (bias, multiplier, shift, gelu_lut, branch_multiplier, residual_multiplier, residual_shift))
     fill = out  # placeholder pointer for operands an epilogue does not read
     res = residual if residual is not None else out
     with device_guard(a):

@@ -111,6 +111,7 @@ def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tenso
     if m == 0:
         return out
     block_c, rows, num_warps = launch_config(c)
+    ptf_alpha, weight_multiplier, bias, shift = (t.contiguous() for t in (ptf_alpha, weight_multiplier, bias, shift))
     grid = (triton.cdiv(m, rows),)
     with device_guard(x):
         _ptf_layernorm_kernel[grid](

@@ -156,7 +156,7 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
     block_l, rows_per_program, num_warps = launch_config(length)
     grid = (triton.cdiv(rows, rows_per_program),)
     with device_guard(scores):
-        _log_int_softmax_kernel[grid](flat, result, exp_table, rows, length, BITS=int(bits),
+        _log_int_softmax_kernel[grid](flat, result, exp_table.contiguous(), rows, length, BITS=int(bits),
                                       ROWS=rows_per_program, BLOCK_L=block_l, num_warps=num_warps)
     if result is not out:
         out.copy_(result)
