@@ -7,7 +7,8 @@ Triton; :func:`cuda_kernels` and the family modules do.
 
 Families: :mod:`.gemm` (``int8_matmul``, ``int8_linear``), :mod:`.layernorm` (``ptf_layernorm``),
 :mod:`.softmax` (``log_int_softmax``), :mod:`.attn_v` (``log_attn_v``), :mod:`.attention`
-(``attention_scores``, ``int_attention``).
+(``attention_scores``, ``int_attention``); :mod:`.compile_check` compiles them all for sm_90
+without a GPU (``python -m triton_kernels.compile_check``).
 """
 
 __fqvit_kernels__ = True

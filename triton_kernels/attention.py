@@ -4,7 +4,8 @@ Score tile (both kernels): ``q`` and ``k`` stay int8 for ``tl.dot(..., out_dtype
 zero point is applied afterwards with row sums, ``(q - zp)(k - zp)ᵀ = q kᵀ - zp (Σq + Σk) + D zp²``
 (int32, wrap-around consistent), then requantized onto the 8-bit score grid in int64 exactly like
 :func:`fqvit_kernels.reference.attention_scores`. Head dims are padded to a power of two
-``BLOCK_D >= 16`` with masked (zero) loads, which change neither the dot product nor the row sums.
+``BLOCK_D >= 32`` (the K of an int8 dot must be >= 32 on GPUs) with masked (zero) loads, which
+change neither the dot product nor the row sums.
 
 ``int_attention``: one program per (query tile of ``BLOCK_M`` rows, batch x head). The LIS code
 of a score needs the row max and the exponent sum over *all* keys, and FQ-ViT's integer exponent
