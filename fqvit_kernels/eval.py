@@ -161,6 +161,7 @@ def _settings(extra: Sequence[str]):
 
 
 def run_digits(args) -> Dict[str, object]:
+    """Default evaluation on the shipped digits ViT."""
     model = load_digits_model(Path(args.checkpoint) if args.checkpoint else DIGITS_CHECKPOINT)
     x_train, _, x_test, y_test = digits_data()
     calib = digits_calibration(x_train, args.calib_batches, args.calib_batch_size)
@@ -199,6 +200,7 @@ def _imagenet_loaders(args, model):
 
 
 def run_imagenet(args) -> Dict[str, object]:
+    """ImageNet evaluation of a timm model (``--model``, ``--data``)."""
     import timm
 
     if not args.data:
@@ -217,6 +219,7 @@ def run_imagenet(args) -> Dict[str, object]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Command-line entry point; returns the result dict that ``--json`` writes."""
     parser = argparse.ArgumentParser(prog="python -m fqvit_kernels.eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="timm model name (ImageNet mode), e.g. deit_small_patch16_224")
     parser.add_argument("--pretrained", action="store_true", help="load timm's pretrained weights")

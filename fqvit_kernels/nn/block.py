@@ -105,6 +105,7 @@ class QuantSoftmax(QuantModule):
         self.qact = QAct(1, "act", config, name + ".qact")
 
     def forward(self, x: torch.Tensor, score_quantizer: QAct) -> torch.Tensor:
+        """Softmax of the scores ``x`` (on ``score_quantizer``'s grid) along the last dim."""
         if self.lis and bool(score_quantizer.calibrated) and (self.mode != "float" or self.calibrating):
             # Also in the last calibration batch, once qact_attn1 has its scale (as in FQ-ViT).
             return log_int_softmax_float(x, score_quantizer.scale.reshape(()), self.bits)
@@ -250,6 +251,7 @@ class QuantMlp(QuantModule):
         self.register_buffer("pre_gelu_zero_point", _long(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float / fake forward (FQ-ViT ``Mlp.forward``); records fc1's output range while calibrating."""
         x = self.fc1(x)
         if self.calibrating:
             self.pre_gelu.observer.update(x)

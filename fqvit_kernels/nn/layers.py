@@ -86,6 +86,7 @@ class QAct(QuantModule):
 
     @property
     def per_channel(self) -> bool:
+        """Whether this is a PTF quantizer (one scale per channel)."""
         return self.kind == "ptf"
 
     @property
@@ -99,6 +100,7 @@ class QAct(QuantModule):
         return s.expand(channels).clone() if s.numel() == 1 else s
 
     def require_calibrated(self) -> None:
+        """Raise :class:`NotCalibratedError` if the parameters are not set yet."""
         if not bool(self.calibrated):
             raise NotCalibratedError(f"{self.name} has no quantization parameters: calibrate the model "
                                      "(quantize_model / QuantTimmVitBlock.calibrate) before a fake or int forward")
@@ -113,6 +115,7 @@ class QAct(QuantModule):
         self.calibrated.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Observe (while calibrating); fake-quantize in ``fake`` mode, identity in ``float``."""
         if self.calibrating:
             self.observer.update(x)
             if self.last_batch:
@@ -168,9 +171,11 @@ class QuantLinear(QuantModule):
             self.register_buffer("residual_shift", torch.ones(n, dtype=torch.int32))
 
     def fake_weight(self) -> torch.Tensor:
+        """FQ-ViT's fake-quantized weight ``q * s`` (float32)."""
         return self.weight_int8.to(torch.float32) * self.weight_scale.reshape(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear`` with the float (``float`` mode) or fake-quantized weight and the float bias."""
         if self.mode == "float":
             return F.linear(x, self.weight, self.bias)
         return F.linear(x, self.fake_weight(), self.bias)
@@ -205,6 +210,7 @@ class QuantLayerNorm(QuantModule):
 
     def forward(self, x: torch.Tensor, in_quantizer: Optional[QAct] = None,
                 out_quantizer: Optional[QAct] = None) -> torch.Tensor:
+        """LayerNorm of ``x``; ``in_quantizer`` / ``out_quantizer`` give the PTF input and output grids."""
         if self.mode == "float" or not self.int_norm:
             return F.layer_norm(x, (self.channels,), self.weight, self.bias, self.eps)
         in_quantizer.require_calibrated()

@@ -137,6 +137,7 @@ class QuantVisionTransformer(QuantModule):
 
     @property
     def calibrated(self) -> bool:
+        """Whether every quantizer has its parameters."""
         return bool(self.qact1.calibrated) and bool(self.act_out.calibrated) and all(b.calibrated for b in self.blocks)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,6 +149,7 @@ class QuantVisionTransformer(QuantModule):
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of ``images [B, C, H, W]`` in the current mode."""
         x = self.embed(images)
         if self.mode == "int":
             return self._forward_int(x)

@@ -145,6 +145,7 @@ class EmaObserver(Observer):
         self.sigma = sigma
 
     def update(self, v: torch.Tensor) -> None:
+        """First batch initialises; then ``stat += sigma * (batch stat - stat)``."""
         cur_min, cur_max = self._current(v)
         if self.max_val is None:
             self.min_val, self.max_val = cur_min, cur_max
@@ -179,6 +180,7 @@ class PercentileObserver(Observer):
         return lo, hi
 
     def update(self, v: torch.Tensor) -> None:
+        """EMA (``sigma``) of the whole-tensor quantiles ``1 - alpha`` and ``alpha``."""
         cur_min, cur_max = self._quantiles(v)
         if self.max_val is None:
             self.min_val, self.max_val = cur_min, cur_max
@@ -199,6 +201,7 @@ class OmseObserver(Observer):
         self.candidates = candidates
 
     def compute(self, inputs: Optional[torch.Tensor] = None) -> Params:
+        """Grid search on ``inputs`` (the last calibration batch); asymmetric parameters."""
         self._check_ready()
         if inputs is None:
             raise ValueError("OmseObserver.compute needs the last calibration batch as inputs")
@@ -232,6 +235,7 @@ class PtfObserver(Observer):
         self.alpha: Optional[torch.Tensor] = None
 
     def compute(self, inputs: Optional[torch.Tensor] = None) -> Params:
+        """PTF search on ``inputs [..., C]``; sets :attr:`alpha`, returns (scale ``[C]``, zero point)."""
         self._check_ready()
         if inputs is None or inputs.dim() < 2:
             raise ValueError("PtfObserver.compute needs the last calibration batch [..., C] as inputs")
