@@ -14,7 +14,9 @@
 // * P @ V: the weight 2**(15 - k) of a code k is split into three int8 digits of base 2**7
 //   (2**0..2**6 each), W = 2**14 * P2 + 2**7 * P1 + P0, and sum_j W_ij (v_jd - zp) =
 //   2**14 P2 v + 2**7 P1 v + P0 v - zp * sum_j W_ij: three exact int8 GEMMs (a digit plane with
-//   no entry in the block is skipped) and a per-row correction.
+//   no entry in the block is skipped) and a per-row correction. A peaked softmax leaves most
+//   codes masked (weight 0): a block with at most 1/8 weighted codes instead adds
+//   (v_j - zp) << (15 - k) for its weighted codes only.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
