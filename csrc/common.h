@@ -1,5 +1,9 @@
 // Shared helpers of the fqvit CPU kernels: the integer primitives of reference.py, the int8 GEMM
 // entry point and the SIMD dispatch attribute.
+//
+// Threading: the kernels split rows / heads with at::parallel_for (OpenMP in torch's CPU builds)
+// rather than a bare `#pragma omp parallel`, so that torch.set_num_threads governs them and a
+// call made from inside another parallel region runs inline instead of oversubscribing.
 #pragma once
 
 #include <torch/extension.h>
