@@ -1,12 +1,19 @@
 """Fresh random seed per session (reproducible with FQVIT_SEED=<n>), one generator per test."""
 
 import os
-import random
-import warnings
-import zlib
 
-import pytest
 import torch
+
+# Without a GPU, Triton kernels are tested under the interpreter; the variable must be set before
+# anything (timm, torch._dynamo) imports triton, so it is set here, first.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import random  # noqa: E402
+import warnings  # noqa: E402
+import zlib  # noqa: E402
+
+import pytest  # noqa: E402
 
 # Import once here so the single "extension missing" warning does not repeat in every test.
 with warnings.catch_warnings():
