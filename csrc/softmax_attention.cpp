@@ -7,10 +7,9 @@
 //
 // * Q K^T: (q - zp)(k - zp)^T = q k^T - zp * rowsum(k) - zp * rowsum(q) + D * zp^2, so the int8
 //   GEMM runs on the raw codes and the zero point becomes a per-row and a per-column term.
-// * LIS: per row the exponent is exp_table[max - s_j], a 256-entry table. One per-row threshold
-//   on the exponent decides the masked scores (most of a row) without a division; the code of the
-//   others only depends on their distance to the row maximum, so each distinct distance costs one
-//   division (cached per row) instead of one per score.
+// * LIS: per row the exponent is exp_table[max - s_j], a 256-entry table, and the code is a
+//   monotone function of the exponent: per row, integer thresholds on the exponent (one per code
+//   level) give the code of every distance to the row maximum, and each score is one look-up.
 // * P @ V: the weight 2**(15 - k) of a code k is split into three int8 digits of base 2**7
 //   (2**0..2**6 each), W = 2**14 * P2 + 2**7 * P1 + P0, and sum_j W_ij (v_jd - zp) =
 //   2**14 P2 v + 2**7 P1 v + P0 v - zp * sum_j W_ij: three exact int8 GEMMs (a digit plane with
@@ -20,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -47,30 +47,100 @@ inline uint8_t lis_code(uint64_t total, int64_t e, int64_t limit) {
   return code < limit ? uint8_t(code) : kMaskedCode;
 }
 
-// Largest exponent e whose code is masked in a row of total E: code >= 2**bits <=> R = round(E / e)
-// >= T with T = 3 * 2**(2**bits - 2) (the code is floor(log2 R) rounded up at 1.5 * 2**m), and
-// R >= T <=> 2E > (2T - 1) e, or 2E == (2T - 1) e with T even (a tie rounds half to even). So
-// e is masked iff e <= floor(2E / (2T - 1)) (T even) or floor((2E - 1) / (2T - 1)) (T odd).
-// For bits >= 7, T exceeds any possible R: only e <= 0 is masked.
-int64_t masked_threshold(uint64_t total, int64_t bits) {
-  if (bits >= 7) return 0;
-  const int64_t limit = int64_t(1) << bits;  // 2..64
-  const unsigned __int128 t = (unsigned __int128)3 << (limit - 2);  // <= 3 * 2**62
+// The code of a score is a non-increasing function of its exponent e (for a fixed row total E):
+// code >= c <=> R = round_half_even(E / e) >= T_c, with T_1 = 2 and T_c = 3 * 2**(c - 2) for
+// c >= 2 (the code is floor(log2 R) rounded up at 1.5 * 2**m). And R >= T <=> 2E > (2T - 1) e,
+// or 2E == (2T - 1) e with T even (a tie rounds half to even), i.e.
+//   e <= floor(2E / (2T - 1)) (T even),  e <= floor((2E - 1) / (2T - 1)) (T odd).
+// So per row, thresholds on e replace the per-score division.
+int64_t ratio_threshold(uint64_t total, unsigned __int128 t) {
   const unsigned __int128 den = 2 * t - 1;
   const unsigned __int128 twice = (unsigned __int128)total * 2;
-  const bool t_even = (t & 1) == 0;
-  return int64_t((t_even ? twice : twice - 1) / den);  // <= 2E / 3 < 2**63
+  return int64_t(((t & 1) == 0 ? twice : twice - 1) / den);  // <= 2E / 3 < 2**63
 }
 
-// LIS codes of one contiguous row of n int8 scores. Most scores of a softmax row are masked
-// (probability below 2**-15.5 for 4 bits): one comparison with the row's masked threshold
-// settles them; the others need the rounded ratio, computed once per distinct distance.
+unsigned __int128 code_ratio(int64_t c) { return c == 1 ? 2 : (unsigned __int128)3 << (c - 2); }
+
+// Largest exponent whose code is masked (code >= 2**bits). For bits >= 7, T exceeds any possible
+// R (< 2**63): only e <= 0 is masked.
+int64_t masked_threshold(uint64_t total, int64_t bits) {
+  return bits >= 7 ? 0 : ratio_threshold(total, code_ratio(int64_t(1) << bits));
+}
+
+constexpr int kMaxLevels = 15;  // codes 1..15 of a 4-bit LIS
+
+// Code of every distance 0..count-1 of a row from the exponent thresholds: level[c] is the
+// threshold of code c + 1 (INT64_MIN beyond the used levels). Vectorizes over distances.
+FQVIT_SIMD void code_table(const int64_t* FQVIT_R table, int64_t count, const int64_t* FQVIT_R level, int64_t masked,
+                           uint8_t* FQVIT_R out) {
+  for (int64_t d = 0; d < count; ++d) {
+    const int64_t e = table[d];
+    int32_t code = 0;
+    for (int c = 0; c < kMaxLevels; ++c) code += e <= level[c];
+    out[d] = e <= masked ? kMaskedCode : uint8_t(code);
+  }
+}
+
+FQVIT_SIMD void row_range(const int8_t* FQVIT_R s, int64_t n, int8_t* mx_out, int8_t* mn_out) {
+  int8_t mx = s[0], mn = s[0];
+  for (int64_t j = 1; j < n; ++j) {
+    mx = s[j] > mx ? s[j] : mx;
+    mn = s[j] < mn ? s[j] : mn;
+  }
+  *mx_out = mx;
+  *mn_out = mn;
+}
+
+// Sum of the row's exponents; unsigned (wrapping) adds, <= 2**63 - 1 for validated tables.
+FQVIT_SIMD uint64_t row_total(const int8_t* FQVIT_R s, int64_t n, const int64_t* FQVIT_R table, int mx) {
+  uint64_t total = 0;
+  for (int64_t j = 0; j < n; ++j) total += uint64_t(table[mx - int(s[j])]);
+  return total;
+}
+
+// Number of distances 0..count-1 whose exponent is above the masked threshold, and one past the
+// last of them (every distance from there on is masked).
+FQVIT_SIMD int64_t count_above(const int64_t* FQVIT_R table, int64_t count, int64_t threshold, int64_t* end) {
+  int64_t above = 0, last = -1;
+  for (int64_t d = 0; d < count; ++d) {
+    above += table[d] > threshold;
+    last = std::max(last, table[d] > threshold ? d : int64_t(-1));
+  }
+  *end = last + 1;
+  return above;
+}
+
+// LIS codes of one contiguous row of n int8 scores.
+// * bits <= 4 (LIS as used by int_attention): a code per distance 0..max-min, then one byte
+//   look-up per score. A distance whose exponent is at most the masked threshold is masked (most
+//   of a peaked row); when more than 16 distances are not, the 15 per-level thresholds give all
+//   codes in one vectorized pass, otherwise one division per unmasked distance is cheaper.
+// * wider codes: one comparison with the masked threshold settles the masked scores; the others
+//   need the rounded ratio, computed once per distinct distance present in the row.
 void lis_row(const int8_t* s, int64_t n, const int64_t* table, int64_t bits, uint8_t* codes) {
-  int8_t mx = s[0];
-  for (int64_t j = 1; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
-  uint64_t total = 0;  // <= 2**63 - 1: ops checks exp_table.max() * n
-  for (int64_t j = 0; j < n; ++j) total += uint64_t(table[int(mx) - int(s[j])]);
+  int8_t mx, mn;
+  row_range(s, n, &mx, &mn);
+  const uint64_t total = row_total(s, n, table, mx);  // ops checks exp_table.max() * n < 2**63
   const int64_t threshold = masked_threshold(total, bits);
+  if (bits <= 4) {
+    const int64_t count = int64_t(mx) - mn + 1;
+    uint8_t by_distance[256];
+    int64_t end;  // LIS tables decrease with the distance: the unmasked ones are a short prefix
+    const int64_t above = count_above(table, count, threshold, &end);
+    std::memset(by_distance + end, kMaskedCode, count - end);
+    if (above > 16) {
+      int64_t level[kMaxLevels];
+      const int64_t levels = (int64_t(1) << bits) - 1;
+      for (int c = 0; c < kMaxLevels; ++c)
+        level[c] = c < levels ? ratio_threshold(total, code_ratio(c + 1)) : INT64_MIN;
+      code_table(table, end, level, threshold, by_distance);
+    } else {
+      for (int64_t d = 0; d < end; ++d)
+        by_distance[d] = table[d] <= threshold ? kMaskedCode : lis_code(total, table[d], int64_t(1) << bits);
+    }
+    for (int64_t j = 0; j < n; ++j) codes[j] = by_distance[int(mx) - int(s[j])];
+    return;
+  }
   const int64_t limit = int64_t(1) << bits;
   constexpr uint8_t kUnknown = 254;  // never a code: codes are <= 63 or 255
   uint8_t cache[256];
