@@ -45,13 +45,24 @@ def test_int_vs_fake_top1_agreement(preset, gen):
         fp32 = vit(x)
         logits_int = q(x)
         logits_fake = q.set_mode("fake")(x)
-    agree = (logits_int.argmax(1) == logits_fake.argmax(1)).float().mean().item()
-    agree_fp32 = (logits_fake.argmax(1) == fp32.argmax(1)).float().mean().item()
+    top_int, top_fake = logits_int.argmax(1), logits_fake.argmax(1)
+    agree = (top_int == top_fake).float().mean().item()
+    agree_fp32 = (top_fake == fp32.argmax(1)).float().mean().item()
     step = q.act_out.scale.item()
+    # Where the two disagree, how far apart were the two classes in the fake logits (in logit LSBs)?
+    rows = torch.nonzero(top_int != top_fake).flatten()
+    gaps = (logits_fake[rows, top_fake[rows]] - logits_fake[rows, top_int[rows]]) / step
     print(f"{preset}: top-1 int vs fake {100 * agree:.1f} %, fake vs fp32 {100 * agree_fp32:.1f} %, "
-          f"max |int - fake| {(logits_int - logits_fake).abs().max().item() / step:.0f} logit LSB")
+          f"max |int - fake| {(logits_int - logits_fake).abs().max().item() / step:.0f} logit LSB, "
+          f"fake-logit gaps of the disagreements {gaps.tolist()} LSB")
     assert logits_int.dtype == torch.float32 and logits_int.shape == (96, 10)
-    assert agree >= 0.98
+    # Random weights can give many near-ties (some draws put most images within a few logit LSBs of
+    # a tie); the int path may flip those and only those. The 99.5 % target is checked on the
+    # trained digits model (test_shipped_digits_model_meets_accuracy_targets).
+    max_lsb = (logits_int - logits_fake).abs().max().item() / step
+    assert max_lsb <= 10.5, f"int logits differ from fake by {max_lsb:.1f} LSB"
+    assert (gaps <= 10.5).all()
+    assert agree >= 0.75
     assert agree_fp32 >= 0.6  # random weights, two quantized blocks: a sanity floor, not a target
 
 

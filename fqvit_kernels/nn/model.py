@@ -10,6 +10,7 @@ which is what FQ-ViT's per-token LayerNorm followed by ``[:, 0]`` computes) → 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
@@ -106,7 +107,7 @@ class QuantVisionTransformer(QuantModule):
         self.config = config
         self.arch = arch_config(vit)
         dim = vit.embed_dim
-        self.patch_embed = vit.patch_embed
+        self.patch_embed = copy.deepcopy(vit.patch_embed)  # float; the checkpoint restores it
         self.cls_token = nn.Parameter(vit.cls_token.detach().clone(), requires_grad=False)
         self.pos_embed = nn.Parameter(vit.pos_embed.detach().clone(), requires_grad=False)
         self.no_embed_class = bool(vit.no_embed_class)
@@ -138,7 +139,8 @@ class QuantVisionTransformer(QuantModule):
     @property
     def calibrated(self) -> bool:
         """Whether every quantizer has its parameters."""
-        return bool(self.qact1.calibrated) and bool(self.act_out.calibrated) and all(b.calibrated for b in self.blocks)
+        return (bool(self.qact1.calibrated) and bool(self.qact2.calibrated) and bool(self.act_out.calibrated)
+                and all(b.calibrated for b in self.blocks))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Float patch embedding, class token and position embedding: ``[B, N, C]``."""
@@ -219,8 +221,8 @@ def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = No
     """Quantize a timm ``VisionTransformer`` the FQ-ViT way and return the converted model.
 
     Args:
-        vit: a timm ``VisionTransformer`` (vit_*, deit_*; not distilled). It is put in eval mode;
-            its patch embedding module is shared with the result.
+        vit: a timm ``VisionTransformer`` (vit_*, deit_*; not distilled). It is put in eval mode
+            and left unchanged (the result holds copies of what it needs).
         calib_data: an image tensor ``[B, 3, H, W]`` or an iterable of such tensors or of
             ``(images, labels)`` pairs. Observers update on every batch; the last batch fixes the
             parameters (and is the search data of OMSE / PTF), as in FQ-ViT's ``test_quant.py``.
