@@ -75,7 +75,8 @@ def linear_case(m: int, n: int, k: int, gen: torch.Generator, epilogue: str = "p
     folded = params.fold_linear_bias(bias, weight, x_scale, w_scale, x_zp)
     # Output scale: the float output's spread over ~25-50 LSB, as a calibrated observer would set.
     exact = (x.to(torch.int64) - x_zp).to(torch.float64) @ weight.to(torch.float64).t() * x_scale * w_scale
-    acc_std = float((exact + bias).std())
+    # RMS rather than std: defined for a single output, and never below one accumulator step.
+    acc_std = max(float((exact + bias).pow(2).mean().sqrt()), x_scale * float(w_scale.max()))
     out_scale = acc_std / float(_uniform(gen, 25.0, 50.0))
     floats = dict(x_scale=x_scale, x_zero_point=x_zp, weight_scale=w_scale, bias=bias, out_scale=out_scale)
     if epilogue == "gelu":
