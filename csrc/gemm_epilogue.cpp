@@ -161,8 +161,8 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
   };
 
   // One multi-threaded oneDNN GEMM for the whole [M, N] int32 product, then the epilogue over
-  // row chunks in parallel. Measured alternative: per-thread blocks of ~96 rows (GEMM + epilogue
-  // while the block is in L2) was slower here, oneDNN re-packs the weight for every block call.
+  // row chunks in parallel. Tried: per-thread blocks of ~96 rows (GEMM + epilogue while the
+  // block is in L2) was no faster here; oneDNN re-packs the weight for every block call.
   const at::Tensor acc = int_mm(xc, wt);
   const int32_t* acc_p = acc.data_ptr<int32_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / n);  // >= ~16K outputs per chunk
