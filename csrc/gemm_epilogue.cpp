@@ -13,15 +13,18 @@ namespace fqvit {
 
 namespace {
 
-// at::_int_mm (torch 2.14, CPU) returns garbage for a [1, N] operand with strides (1, 1), the
-// view w.t() of a [N, 1] weight (K = 1): such a degenerate-stride view counts as contiguous, so
-// .contiguous() keeps it. An operand with a size-1 dimension is therefore copied into a fresh
-// row-major tensor first (it is a vector: the copy is negligible).
+// at::_int_mm (torch 2.14, CPU) returns wrong results, silently, for operands that are neither a
+// plain row-major nor a plain column-major matrix: a [1, N] view with strides (1, 1) (w.t() of a
+// [N, 1] weight, K = 1; it counts as contiguous, so .contiguous() keeps it) or a stride-0
+// (expanded) dimension. Such an operand is copied into a fresh row-major tensor first (for the
+// vectors of the K = 1 case the copy is negligible).
 at::Tensor gemm_operand(const at::Tensor& t) {
-  const bool vector = t.size(0) == 1 || t.size(1) == 1;
-  const bool row_major = t.stride(1) == 1 && t.stride(0) == t.size(1);
-  if (!vector || row_major) return t;
-  return at::empty({t.size(0), t.size(1)}, t.options()).copy_(t);
+  const int64_t rows = t.size(0), cols = t.size(1);
+  const bool standard = t.stride(1) == 1 && t.stride(0) == cols;
+  const bool row_major = rows > 1 && cols > 1 && t.stride(1) == 1 && t.stride(0) >= cols;
+  const bool col_major = rows > 1 && cols > 1 && t.stride(0) == 1 && t.stride(1) >= rows;
+  if (standard || row_major || col_major) return t;
+  return at::empty({rows, cols}, t.options()).copy_(t);
 }
 
 }  // namespace

@@ -281,6 +281,9 @@ def test_int_attention_strided_and_edges(gen):
     # Scores all on one grid point: every code is ~log2(N), none masked (the dense attn@V path).
     flat = testing.attention_case(1, 2, 197, 64, gen).args
     check("int_attention", flat[:4] + (1, 62, 0) + flat[7:], "flat softmax, N=197")
+    # Expanded (stride-0) token dimension: torch._int_mm mishandles such operands.
+    q1, k1, v1 = (_int8(gen, b, h, 1, d).expand(b, h, n, d) for _ in range(3))
+    check("int_attention", (q1, k1, v1) + case.args[3:], "stride-0 tokens")
     equal = torch.full((1, 1, 9, 8), 4, dtype=torch.int8)
     check("int_attention", (equal, equal, equal, 4) + case.args[4:], "all scores equal")
 
