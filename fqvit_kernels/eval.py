@@ -135,11 +135,11 @@ def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=(
 
 def format_table(rows, title: str) -> str:
     """The paper's layout: one line per method and mode, W/A/Attn bits, top-1, int/fake agreement."""
-    lines = [title, f"| {'Method':<22} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake agree (%)':>18} |",
-             f"|{'-' * 24}|{'-' * 10}|{'-' * 11}|{'-' * 20}|"]
+    lines = [title, f"| {'Method':<28} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake agree (%)':>18} |",
+             f"|{'-' * 30}|{'-' * 10}|{'-' * 11}|{'-' * 20}|"]
     for row in rows:
         if row["preset"] == "fp32":
-            lines.append(f"| {row['method']:<22} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} |")
+            lines.append(f"| {row['method']:<28} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} |")
             continue
         for mode in ("fake", "int"):
             key = f"top1_{mode}"
@@ -147,7 +147,7 @@ def format_table(rows, title: str) -> str:
                 continue
             agree = f"{row['agreement']:.2f}" if mode == "int" and "agreement" in row else ""
             name = f"{row['method']} ({mode})"
-            lines.append(f"| {name:<22} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} |")
+            lines.append(f"| {name:<28} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} |")
     return "\n".join(lines)
 
 
@@ -218,6 +218,19 @@ def run_imagenet(args) -> Dict[str, object]:
                 seconds=time.time() - t0, title=f"{args.model} on ImageNet val ({len(labels)} images)")
 
 
+def _environment() -> Dict[str, object]:
+    import platform
+
+    import timm
+
+    from . import __version__, ops
+
+    return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), fqvit_kernels=__version__,
+                torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
+                machine=platform.machine(), cpu_backend=ops.BACKEND["int8_linear"]["cpu"],
+                threads=torch.get_num_threads())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Command-line entry point; returns the result dict that ``--json`` writes."""
     parser = argparse.ArgumentParser(prog="python -m fqvit_kernels.eval", description=__doc__.split("\n\n")[0])
@@ -248,6 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         result = run_digits(args)
     print(format_table(result["rows"], result["title"]))
     print(f"({result['seconds']:.1f} s)")
+    result["environment"] = _environment()
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({k: v for k, v in result.items() if k != "title"}, fh, indent=2)
