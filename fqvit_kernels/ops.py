@@ -15,6 +15,7 @@ layout, out-of-range values), always naming the argument. Checks that read tenso
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Callable, Dict, Iterator, Optional
 
 import torch
@@ -496,10 +497,15 @@ def register_backend(name: str, device_type: str, impl: Callable[..., torch.Tens
     The registered kernel runs the op's validation first, so every backend raises the same errors.
     """
     check = CHECKS[name]
+    # The dispatcher drops trailing arguments equal to their schema defaults before calling a
+    # kernel; bind against the op's own signature to hand every argument to check and impl.
+    signature = inspect.signature(getattr(ref, name))
 
-    def kernel(*args):
-        check(*args)
-        return impl(*args)
+    def kernel(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        check(*bound.args)
+        return impl(*bound.args)
 
     kernel.__name__ = f"{name}_{label}"
     OPS[name].register_kernel(device_type, kernel)

@@ -126,3 +126,13 @@ def test_value_checks_can_be_disabled(gen):
     with ops.value_checks(False):
         assert not ops.value_checks_enabled()
     assert ops.value_checks_enabled()
+
+
+def test_reference_signatures_match_the_op_schemas():
+    # register_backend binds kernel arguments against the reference signature (names and defaults).
+    import inspect
+
+    for name in ops.OP_NAMES:
+        ours = inspect.signature(getattr(ref, name)).parameters
+        schema = inspect.signature(ops.OPS[name]._init_fn).parameters
+        assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in schema.values()], name
