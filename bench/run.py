@@ -97,6 +97,9 @@ def _format_table(rows: List[Row]) -> str:
             rate = f"{per_s / 1e12:7.1f} TOP/s" if r.work_unit == "op" else f"{per_s / 1e9:7.0f} GB/s"
         lines.append(f"{r.section:<9} {r.kernel:<28.28} {r.shape:<26.26} {r.provider:<22.22} {r.median_ms:10.4f} "
                      f"{r.p20_ms:9.4f} {r.p80_ms:9.4f} {speedup:>16} {rate:>12}")
+    notes = [f"  {r.kernel} {r.shape} {r.provider}: {r.note}" for r in rows if r.note]
+    if notes:
+        lines += ["", "notes:"] + notes
     return "\n".join(lines)
 
 
