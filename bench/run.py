@@ -52,6 +52,10 @@ def _environment(device: str) -> Dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if dirty and commit != "unknown":
+            commit += "+uncommitted"
     except Exception:
         commit = "unknown"
     if device == "cuda":
