@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._intmath import round_shift
 from ._common import configs, device_guard, interpreting
 
 EPILOGUE_INT32 = 0
@@ -44,13 +45,6 @@ _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64
                                     num_warps=4, num_stages=1)
 #: The tile :func:`gemm_ptx` compiles (one of the autotune candidates).
 PTX_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
-
-
-@triton.jit
-def _round_shift(value, shift):
-    """``floor((value + 2**(shift-1)) / 2**shift)`` on int64 (arithmetic right shift)."""
-    half = tl.full(shift.shape, 1, tl.int64) << (shift - 1)
-    return (value + half) >> shift
 
 
 @triton.jit
@@ -102,7 +96,7 @@ def _gemm_kernel(
         mult = tl.load(mult_ptr + cols).to(tl.int64)
         shift = tl.load(shift_ptr + cols).to(tl.int64)
         total = acc.to(tl.int64) + bias[None, :]
-        t = _round_shift(total * mult[None, :], shift[None, :]) + output_zero_point
+        t = round_shift(total * mult[None, :], shift[None, :]) + output_zero_point
         if EPILOGUE == 2:
             index = tl.minimum(tl.maximum(t, 0), lut_length - 1)
             out = tl.load(lut_ptr + index, mask=out_mask, other=0)
@@ -116,7 +110,7 @@ def _gemm_kernel(
                 res_shift = tl.load(res_shift_ptr + cols).to(tl.int64)
                 mixed = (branch - output_zero_point) * branch_mult[None, :] \
                     + (residual - residual_zero_point) * res_mult[None, :]
-                branch = _round_shift(mixed, res_shift[None, :]) + final_zero_point
+                branch = round_shift(mixed, res_shift[None, :]) + final_zero_point
                 branch = tl.minimum(tl.maximum(branch, -128), 127)
             out = branch.to(tl.int8)
         tl.store(out_ptrs, out, mask=out_mask)

@@ -14,28 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ._intmath import bit_length, round_shift
 from ._common import device_guard, interpreting, pow2_at_least
 
 LN_NORM_FRAC_BITS = 16
-
-
-@triton.jit
-def _round_shift(value, shift):
-    half = tl.full(value.shape, 1, tl.int64) << (shift - 1)
-    return (value + half) >> shift
-
-
-@triton.jit
-def _bit_length(value):
-    """Significant bits of non-negative int64 ``value`` (0 for 0), binary search like the reference."""
-    length = tl.zeros(value.shape, tl.int64)
-    for step_log in tl.static_range(6):
-        step = 32 >> step_log
-        upper = value >> step
-        has_upper = upper > 0
-        length += tl.where(has_upper, step, 0)
-        value = tl.where(has_upper, upper, value)
-    return length + tl.where(value > 0, 1, 0)
 
 
 @triton.jit
@@ -77,17 +59,17 @@ def _ptf_layernorm_kernel(
     dev_num = channels[:, None] * centered - sum1[:, None]
 
     nonzero = var_num > 0
-    p = tl.where(nonzero, (62 - _bit_length(var_num)) >> 1, 0)
+    p = tl.where(nonzero, (62 - bit_length(var_num)) >> 1, 0)
     root = _isqrt(var_num << (2 * p))
     numerator = tl.full(root.shape, 1, tl.int64) << 62
     reciprocal = tl.where(nonzero, numerator // tl.maximum(root, 1), 0)
-    norm = _round_shift(dev_num * reciprocal[:, None], (62 - NORM_FRAC_BITS - p)[:, None])
+    norm = round_shift(dev_num * reciprocal[:, None], (62 - NORM_FRAC_BITS - p)[:, None])
 
     wmult = tl.load(wmult_ptr + cols, mask=col_ok, other=0).to(tl.int64)
     bias = tl.load(bias_ptr + cols, mask=col_ok, other=0)
     shift = tl.load(shift_ptr + cols, mask=col_ok, other=1).to(tl.int64)
     affine = norm * wmult[None, :] + bias[None, :]
-    out = _round_shift(affine, shift[None, :]) + output_zero_point
+    out = round_shift(affine, shift[None, :]) + output_zero_point
     out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
     tl.store(out_ptr + offs, out, mask=mask)
 

@@ -18,22 +18,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ._intmath import bit_length
 from ._common import device_guard, interpreting, pow2_at_least
 
 LIS_MASKED_CODE = tl.constexpr(255)
-
-
-@triton.jit
-def _bit_length(value):
-    """Significant bits of non-negative int64 ``value`` (0 for 0)."""
-    length = tl.zeros(value.shape, tl.int64)
-    for step_log in tl.static_range(6):
-        step = 32 >> step_log
-        upper = value >> step
-        has_upper = upper > 0
-        length += tl.where(has_upper, step, 0)
-        value = tl.where(has_upper, upper, value)
-    return length + tl.where(value > 0, 1, 0)
 
 
 @triton.jit
@@ -45,7 +33,7 @@ def _lis_code_by_division(total, exps, BITS: tl.constexpr):
     twice_rem = 2 * (total - quot * den)
     up = (twice_rem > den) | ((twice_rem == den) & ((quot & 1) == 1))
     ratio = quot + tl.where(up, 1, 0)
-    msb = _bit_length(ratio) - 1
+    msb = bit_length(ratio) - 1
     below = tl.maximum(msb - 1, 0)
     next_bit = tl.where(msb >= 1, (ratio >> below) & 1, 0)
     code = msb + next_bit
