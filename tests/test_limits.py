@@ -1,0 +1,142 @@
+"""Every op at the edges of the ranges documented in docs/numerics.md: exact there, a clear error
+just past them. Results are checked against plain Python integers (no torch arithmetic) and, where
+present, against the C++ backend and the Triton kernels (interpreter or GPU)."""
+
+import os
+
+import pytest
+import torch
+
+from fqvit_kernels import ops, params, reference as ref, testing
+
+try:
+    from fqvit_kernels import _C
+except ImportError:
+    _C = None
+
+if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+    import triton_kernels
+
+    _TRITON = triton_kernels.cuda_kernels()
+    _TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+else:
+    _TRITON, _TRITON_DEVICE = {}, None
+
+
+def _backends_agree(name, args, expected, triton=True):
+    testing.assert_equal(getattr(torch.ops.fqvit, name)(*args), expected, f"{name} dispatched")
+    if _C is not None:
+        testing.assert_equal(getattr(_C, name)(*args), expected, f"{name} C++")
+    if triton and name in _TRITON:
+        moved = [a.to(_TRITON_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+        testing.assert_equal(_TRITON[name](*moved).cpu(), expected, f"{name} Triton")
+
+
+def _round_shift(v: int, s: int) -> int:
+    return (v + (1 << (s - 1))) >> s  # Python ints: exact, arithmetic shift
+
+
+def test_int8_linear_at_int32_and_int64_limits():
+    k = 64
+    x = torch.full((2, k), -128, dtype=torch.int8)
+    x[1] = 127
+    w = torch.full((3, k), -128, dtype=torch.int8)
+    headroom = 2**31 - 1 - 128 * 128 * k
+    bias = torch.tensor([headroom, -headroom, 0], dtype=torch.int32)
+    mult = torch.tensor([2**31 - 1, 2**30, 1], dtype=torch.int32)
+    shift = torch.tensor([62, 1, 31], dtype=torch.int32)
+    out = torch.ops.fqvit.int8_linear(x, w, bias, mult, shift, 0)
+    expected = torch.empty(2, 3, dtype=torch.int8)
+    for i in range(2):
+        for n in range(3):
+            acc = sum(int(x[i, j]) * int(w[n, j]) for j in range(k)) + int(bias[n])
+            assert -(2**31) <= acc < 2**31
+            expected[i, n] = max(-128, min(127, _round_shift(acc * int(mult[n]), int(shift[n]))))
+    testing.assert_equal(out, expected)
+    _backends_agree("int8_linear", (x, w, bias, mult, shift, 0), expected)
+    with pytest.raises(ValueError, match="bias values"):
+        torch.ops.fqvit.int8_linear(x, w, bias + torch.tensor([1, 0, 0], dtype=torch.int32), mult, shift, 0)
+
+
+def test_ptf_layernorm_at_the_channel_limit_with_extreme_values():
+    c = ops.MAX_LN_CHANNELS
+    x = torch.full((3, c), 127, dtype=torch.int8)
+    x[0, ::2] = -128  # maximal spread: |X| = 255 << 3 on every channel
+    x[1, :5] = -128   # a few outliers in a near-constant row
+    alpha = torch.full((c,), 3, dtype=torch.int32)
+    gamma, beta = torch.linspace(-2, 2, c, dtype=torch.float64), torch.linspace(-1, 1, c, dtype=torch.float64)
+    wm, bias, shift = params.layernorm_params(gamma, beta, 0.03)
+    args = (x, -128, alpha, wm, bias, shift, 0)
+    out = ref.ptf_layernorm(*args)
+    # Independent float64 check: 1 LSB of the exact LayerNorm (rows are not near-constant here).
+    xf = ((x.to(torch.float64) + 128) * 8)
+    y = torch.nn.functional.layer_norm(xf, (c,), gamma, beta, eps=0.0) / 0.03
+    expected_float = torch.clamp(torch.round(y), -128, 127)
+    assert (out[:2].double() - expected_float[:2]).abs().max() <= 1  # row 2 is constant: float gives NaN
+    assert torch.equal(out[2], torch.clamp(ref.round_shift(bias, shift), -128, 127).to(torch.int8))
+    _backends_agree("ptf_layernorm", args, out)
+    with pytest.raises(ValueError, match="at most 8192"):
+        torch.ops.fqvit.ptf_layernorm(torch.zeros((1, c + 1), dtype=torch.int8), 0,
+                                      torch.zeros(c + 1, dtype=torch.int32), *(t[:1].expand(c + 1).contiguous()
+                                                                             for t in (wm, bias, shift)), 0)
+
+
+def test_log_int_softmax_at_the_int64_sum_limit():
+    n = 4096
+    # The smallest score scale whose table keeps n * max(table) < 2**63.
+    scale = 0.0008
+    while int(params.lis_exp_table(scale).max()) * n >= 2**63:
+        scale *= 1.01
+    table = params.lis_exp_table(scale)
+    assert int(table.max()) * n < 2**63 <= int(params.lis_exp_table(scale / 1.01).max()) * n
+    scores = torch.full((2, n), 127, dtype=torch.int8)  # all at the row max: E = n * table[0]
+    scores[1, ::3] = -128
+    out = ref.log_int_softmax(scores, table)
+    # Row 0: every e = table[0], E / e = n = 4096 = 2**12 exactly -> code 12.
+    assert (out[0] == 12).all()
+    e_max, e_min = int(table[0]), int(table[255])
+    total = e_max * (n - len(range(0, n, 3))) + e_min * len(range(0, n, 3))
+    r = (2 * total + e_max) // (2 * e_max)  # round half up is fine: no tie at these values
+    m = r.bit_length() - 1
+    assert int(out[1, 1]) == m + ((r >> (m - 1)) & 1 if m >= 1 else 0)
+    _backends_agree("log_int_softmax", (scores, table, 4), out)
+    with pytest.raises(ValueError, match="overflows int64"):
+        torch.ops.fqvit.log_int_softmax(scores, params.lis_exp_table(scale / 1.01), 4)
+
+
+def test_log_attn_v_weight_sum_limit():
+    nk = 257  # 255 * 257 * 2**15 = 2147450880 < 2**31: the largest all-zero-code row
+    codes = torch.zeros((1, 2, nk), dtype=torch.uint8)
+    v = torch.full((1, nk, 3), 127, dtype=torch.int8)
+    out = torch.ops.fqvit.log_attn_v(codes, v, -128)
+    assert int(out.max()) == 255 * nk * 2**15
+    _backends_agree("log_attn_v", (codes, v, -128), out)
+    with pytest.raises(ValueError, match="not LIS codes"):
+        torch.ops.fqvit.log_attn_v(torch.zeros((1, 2, nk + 1), dtype=torch.uint8),
+                                   torch.zeros((1, nk + 1, 3), dtype=torch.int8), 0)
+
+
+def test_attention_scores_at_the_head_dim_limit():
+    d = ops.MAX_HEAD_DIM
+    q = torch.full((1, 2, d), -128, dtype=torch.int8)
+    k = torch.full((1, 1, d), -128, dtype=torch.int8)
+    args = (q, k, 127, 1, 31, 0)
+    out = ref.attention_scores(*args)
+    acc = 255 * 255 * d
+    assert acc < 2**31 and int(out[0, 0, 0]) == min(127, _round_shift(acc, 31))
+    _backends_agree("attention_scores", args, out, triton=False)  # interpreter: too many K tiles
+    with pytest.raises(ValueError, match="head dim"):
+        torch.ops.fqvit.attention_scores(torch.zeros((1, 1, d + 1), dtype=torch.int8),
+                                         torch.zeros((1, 1, d + 1), dtype=torch.int8), 0, 1, 31, 0)
+
+
+def test_int_attention_with_constant_scores_and_extreme_requant(gen):
+    # All keys equal: every probability is 1/N, so every code is round(log2 N) and the context
+    # is v's mean; extreme but valid multipliers saturate cleanly.
+    case = testing.attention_case(1, 2, 33, 16, gen)
+    q, k, v, zp = case.args[:4]
+    k = torch.zeros_like(k)
+    for o_mult, o_shift in ((2**31 - 1, 1), (1, 62), (2**30, 30)):
+        args = (q, k, v, zp) + case.args[4:8] + (o_mult, o_shift, 0)
+        out = ref.int_attention(*args)
+        _backends_agree("int_attention", args, out)
