@@ -39,6 +39,7 @@ SECTIONS = [
     ("cpu_ops", ("cpu",)),
     ("gpu_ops", ("cuda",)),
     ("block", ("cpu", "cuda")),
+    ("models", ("cpu", "cuda")),
 ]
 
 
@@ -98,7 +99,12 @@ def _format_table(rows: List[Row]) -> str:
         rate = ""
         if r.work and r.median_ms > 0:
             per_s = r.work / (r.median_ms * 1e-3)
-            rate = f"{per_s / 1e12:7.1f} TOP/s" if r.work_unit == "op" else f"{per_s / 1e9:7.0f} GB/s"
+            if r.work_unit == "op":
+                rate = f"{per_s / 1e12:7.1f} TOP/s"
+            elif r.work_unit == "img":
+                rate = f"{per_s:7.1f} img/s"
+            else:
+                rate = f"{per_s / 1e9:7.0f} GB/s"
         lines.append(f"{r.section:<9} {r.kernel:<28.28} {r.shape:<26.26} {r.provider:<22.22} {r.median_ms:10.4f} "
                      f"{r.p20_ms:9.4f} {r.p80_ms:9.4f} {speedup:>16} {rate:>12}")
     notes = [f"  {r.kernel} {r.shape} {r.provider}: {r.note}" for r in rows if r.note]

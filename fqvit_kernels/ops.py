@@ -63,7 +63,13 @@ def value_checks(enabled: bool) -> Iterator[None]:
 
 
 def value_checks_enabled() -> bool:
-    return _VALUE_CHECKS and not torch.compiler.is_compiling()
+    """Whether value-reading checks run now: not while compiling or capturing a CUDA graph.
+
+    (Parameter tensors checked once before capture stay checked: see ``_checks.once``.)
+    """
+    if not _VALUE_CHECKS or torch.compiler.is_compiling():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
 def _multiplier(name: str, t: torch.Tensor, device, n: int, signed: bool = False) -> None:

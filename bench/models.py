@@ -1,0 +1,121 @@
+"""Whole-model benchmark: ``quantize_model`` (int mode) against the timm float model.
+
+Random weights (speed does not depend on them), images of 224 px. GPU: images/s at batch 64 and
+256 against timm bf16 eager, and batch-1 latency eager and with CUDA graphs; CPU: images/s at a
+small batch against timm fp32. The quantized model's cost includes quantization at the boundary
+(after the float patch embedding) and the float head. Before timing, the int model's top-1 on the
+timed batch is compared with the fake (FQ-ViT simulation) model's; the agreement is in the note.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Callable, List
+
+import torch
+
+from common import Context, Row, time_fn
+
+MODELS = ["deit_small_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
+
+
+def _quantized(vit, dev: str):
+    from fqvit_kernels.nn import quantize_model
+
+    gen = torch.Generator().manual_seed(0)
+    calib = [torch.randn(4, 3, 224, 224, generator=gen) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qvit = quantize_model(vit, calib, "fqvit-8/8/4", progress=False)
+    return qvit.to(dev)
+
+
+def _agreement(qvit, images) -> float:
+    with torch.no_grad():
+        top_int = qvit.set_mode("int")(images).argmax(-1)
+        top_fake = qvit.set_mode("fake")(images).argmax(-1)
+        qvit.set_mode("int")
+    return float((top_int == top_fake).double().mean())
+
+
+def _graphed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Capture ``fn(x)`` in a CUDA graph (after warm-up on a side stream); returns the replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn(x)
+    return graph.replay
+
+
+def _row(ctx, kernel, shape, provider, fn, batch, baseline=None, note=""):
+    med, p20, p80 = time_fn(ctx, fn)
+    return Row("model", kernel, shape, provider, med, p20, p80, baseline, float(batch), "img", note)
+
+
+def _failed(kernel, shape, provider, exc) -> Row:
+    nan = float("nan")
+    return Row("model", kernel, shape, provider, nan, nan, nan, note=f"failed: {exc}"[:100])
+
+
+def run(ctx: Context) -> List[Row]:
+    if not ctx.wants("model"):
+        return []
+    try:
+        import timm
+    except ImportError:
+        print("[models] timm is not installed: skipped")
+        return []
+    dev = ctx.device
+    names = MODELS[:1] if ctx.quick else MODELS
+    if dev == "cuda":
+        batches = [64] if ctx.quick else [64, 256]
+    else:
+        batches = [1] if ctx.quick else [8]
+    rows: List[Row] = []
+    for name in names:
+        torch.manual_seed(0)
+        vit = timm.create_model(name, pretrained=False).eval()
+        qvit = _quantized(vit, dev)
+        vit = vit.to(dev)
+        baseline = "timm bf16 eager" if dev == "cuda" else "timm fp32"
+        vit_bf16 = copy.deepcopy(vit).to(torch.bfloat16) if dev == "cuda" else None
+        for batch in batches:
+            images = torch.randn(batch, 3, 224, 224, device=dev)
+            shape = f"batch {batch}"
+            agree = _agreement(qvit, images)
+            with torch.no_grad():
+                rows.append(_row(ctx, name, shape, "fqvit int (fqvit-8/8/4)", lambda: qvit(images), batch, baseline,
+                                 f"includes boundary quantization; int/fake top-1 agreement {agree * 100:.1f} % "
+                                 "(random weights)"))
+                rows.append(_row(ctx, name, shape, "timm fp32", lambda: vit(images), batch))
+                if vit_bf16 is not None:
+                    xb = images.to(torch.bfloat16)
+                    rows.append(_row(ctx, name, shape, "timm bf16 eager", lambda: vit_bf16(xb), batch))
+        if dev == "cuda":
+            rows.extend(_latency_rows(ctx, name, qvit, vit_bf16))
+    return rows
+
+
+def _latency_rows(ctx, name, qvit, vit_bf16) -> List[Row]:
+    rows = []
+    x = torch.randn(1, 3, 224, 224, device="cuda")
+    xb = x.to(torch.bfloat16)
+    shape = "batch 1 latency"
+    with torch.no_grad():
+        rows.append(_row(ctx, name, shape, "timm bf16 eager", lambda: vit_bf16(xb), 1))
+        rows.append(_row(ctx, name, shape, "fqvit int eager", lambda: qvit(x), 1, "timm bf16 eager"))
+        for provider, fn, inp, base in (("timm bf16 CUDA graph", vit_bf16, xb, None),
+                                        ("fqvit int CUDA graph", qvit, x, "timm bf16 CUDA graph")):
+            try:
+                replay = _graphed(fn, inp)
+            except Exception as exc:  # report, keep the other rows
+                rows.append(_failed(name, shape, provider, exc))
+                continue
+            rows.append(_row(ctx, name, shape, provider, replay, 1, base))
+    return rows
