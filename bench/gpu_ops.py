@@ -67,13 +67,26 @@ def linear_rows(ctx: Context, dev: str) -> List[Row]:
                 _check(kernel, out[:64], ref.int8_linear(*_first_rows(case, 64)))
                 ops = 2.0 * m * n * k
                 x, w = case.args[0], case.args[1]
-                rows.append(_row("linear", kernel, shape, f"fqvit int8 +{epilogue}", ctx, case.run,
-                                 "cuBLAS bf16", ops, "op"))
+                ours = _row("linear", kernel, shape, f"fqvit int8 +{epilogue}", ctx, case.run, "cuBLAS bf16", ops, "op")
+                peak = _int8_peak_tops()
+                if peak:
+                    ours.note = f"{ops / (ours.median_ms * 1e-3) / 1e12 / peak * 100:.0f} % of the {peak} TOP/s int8 peak"
+                rows.append(ours)
                 xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
                 rows.append(_row("linear", kernel, shape, "cuBLAS bf16", ctx, lambda: F.linear(xb, wb), None, ops, "op"))
                 rows.extend(_int_mm_row(ctx, kernel, shape, case, ops))
                 rows.extend(_fp8_row(ctx, kernel, shape, x, w, ops))
     return rows
+
+
+def _int8_peak_tops():
+    """Dense int8 tensor-core peak (datasheet, TOP/s) of the current GPU, when known."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    if "H100" in name and "PCIe" in name:
+        return 1513
+    if "H100" in name or "H200" in name:
+        return 1979
+    return None
 
 
 def _int_mm_row(ctx, kernel, shape, case, ops) -> List[Row]:
