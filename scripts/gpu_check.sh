@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of the Triton backend, one call of a few minutes on an H100/H200 machine:
 # build, GPU tests (bit-exactness at ViT sizes, opcheck on CUDA), sm_90 compile of every autotune
-# candidate, PTX check for Hopper wgmma with s8 operands, compute-sanitizer memcheck on one small case per kernel, then a summary.
+# candidate, PTX check for Hopper wgmma with s8 operands, compute-sanitizer memcheck on one small case per kernel,
+# a timing pass, the benchmark (bench/run.py --device cuda), then a summary.
 # Logs go to $OUT/gpu_check (or /tmp/fqvit_gpu_check when OUT is unset).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,14 @@ t_ln = bench(lambda: layernorm.ptf_layernorm(*case.args))
 t_copy = bench(lambda: dst.copy_(src))
 print(f"ptf_layernorm 12608x768: {t_ln:.4f} ms, int8 copy {t_copy:.4f} ms ({t_copy / t_ln:.0%} of copy speed)")
 PY
+
+# The main job on this card: microbenchmarks, block and whole models side by side with the float
+# baselines; rows go to $LOG_DIR/bench (results.jsonl + plot) to be committed under bench/results/.
+# FQVIT_BENCH_FULL=1 runs every shape instead of the quick selection.
+BENCH_FLAGS=(--device cuda --out "$LOG_DIR/bench")
+[ "${FQVIT_BENCH_FULL:-0}" = "1" ] || BENCH_FLAGS+=(--quick)
+step bench 540 python bench/run.py "${BENCH_FLAGS[@]}"
+cp "$LOG_DIR/bench.log" "$LOG_DIR/bench/table.txt" 2>/dev/null || true
 
 echo
 echo "== summary (logs in $LOG_DIR)"
