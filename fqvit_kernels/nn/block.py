@@ -443,8 +443,8 @@ class QuantTimmVitBlock(QuantModule):
         elif x.dtype != torch.int8:
             raise TypeError(f"int mode takes int8 codes on the input grid, got {x.dtype} (set block.float_io = True "
                             "to pass floats)")
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"expected x of shape [B, N, {self.dim}], got {tuple(x.shape)}")
+        if x.dim() != 3 or x.shape[-1] != self.dim or x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"expected x of shape [B >= 1, N >= 1, {self.dim}], got {tuple(x.shape)}")
         b, n, c = x.shape
         # The ops' value checks read the (constant) parameters; once one call has passed them, later
         # calls skip them (no device sync per op). Any int8 input is valid.

@@ -150,8 +150,27 @@ class QuantVisionTransformer(QuantModule):
             return torch.cat([cls, x + self.pos_embed], dim=1)
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
+    def _check_images(self, images) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a float tensor (normalised pixels), got {images.dtype}")
+        chans = self.arch.get("in_chans", 3)
+        size = self.arch.get("img_size")
+        if images.dim() != 4 or images.shape[0] == 0 or images.shape[1] != chans:
+            raise ValueError(f"images must have shape [B >= 1, {chans}, H, W], got {tuple(images.shape)}")
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            if tuple(images.shape[2:]) != (h, w):
+                raise ValueError(f"images must be {h}x{w} pixels for this model, got {tuple(images.shape[2:])}")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of ``images [B, C, H, W]`` in the current mode."""
+        """Float32 logits of ``images [B, C, H, W]`` in the current mode.
+
+        Raises ``TypeError``/``ValueError`` for a non-float tensor, a wrong shape or image size, and
+        (in ``int`` mode, at the quantization boundary) NaN or inf values.
+        """
+        self._check_images(images)
         x = self.embed(images)
         if self.mode == "int":
             return self._forward_int(x)
