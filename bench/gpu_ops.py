@@ -49,6 +49,12 @@ def _first_rows(case: testing.OpCase, rows: int) -> tuple:
     return tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in args)
 
 
+def _first_batch_item(case: testing.OpCase) -> tuple:
+    """The case's arguments on the CPU with every 4-D tensor cut to its first batch item."""
+    return tuple(a[:1].cpu() if isinstance(a, torch.Tensor) and a.dim() == 4 else
+                 (a.cpu() if isinstance(a, torch.Tensor) else a) for a in case.args)
+
+
 def linear_rows(ctx: Context, dev: str) -> List[Row]:
     rows: List[Row] = []
     batches = [1, 64] if ctx.quick else [1, 64, 256]
@@ -137,8 +143,7 @@ def attention_rows(ctx: Context, dev: str) -> List[Row]:
             kernel = f"attention {model}"
             shape = f"B={batch} H={heads} N={n} D={d}"
             out = case.run()
-            one = tuple(a[:1].cpu() if isinstance(a, torch.Tensor) and a.dim() == 4 else
-                        (a.cpu() if isinstance(a, torch.Tensor) else a) for a in case.args)
+            one = _first_batch_item(case)
             _check(kernel, out[:1], ref.int_attention(*one))
             rows.append(_row("attention", kernel, shape, "fqvit int_attention", ctx, case.run, "SDPA bf16"))
             q, k, v = (t.to(torch.bfloat16) for t in case.args[:3])
@@ -190,8 +195,7 @@ def norm_softmax_rows(ctx: Context, dev: str) -> List[Row]:
             kernel = f"softmax {model}"
             shape = f"B={batch} H={heads} N={TOKENS}"
             out = case.run()
-            one = tuple(a[:1].cpu() if isinstance(a, torch.Tensor) and a.dim() == 4 else
-                        (a.cpu() if isinstance(a, torch.Tensor) else a) for a in case.args)
+            one = _first_batch_item(case)
             _check(kernel, out[:1], ref.log_int_softmax(*one))
             rows.append(_row("softmax", kernel, shape, "fqvit log_int_softmax", ctx, case.run, "softmax bf16",
                              2.0 * out.numel(), "B"))

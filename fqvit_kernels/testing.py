@@ -24,6 +24,7 @@ __all__ = [
     "attention_case",
     "quantize_case",
     "ptf_activation",
+    "small_cases",
     "assert_equal",
 ]
 
@@ -180,6 +181,24 @@ def quantize_case(shape, gen: torch.Generator, per_channel: bool = False) -> OpC
     else:
         scale = torch.tensor(0.02)
     return OpCase("quantize", (x, scale.to(torch.float32), _zero_point(gen)))
+
+
+def small_cases(gen: torch.Generator):
+    """One small case per op (every epilogue of ``int8_linear``), for opcheck and dispatch tests."""
+    return [
+        matmul_case(7, 9, 13, gen),
+        linear_case(7, 24, 40, gen),
+        linear_case(5, 16, 24, gen, "gelu", lut_length=256),
+        linear_case(3, 16, 24, gen, "residual"),
+        layernorm_case(7, 33, gen),
+        scores_case((2, 3, 7, 7), gen),
+        OpCase("log_attn_v", (torch.randint(0, 16, (2, 3, 7, 7), generator=gen).to(torch.uint8),
+                              _int8(gen, 2, 3, 7, 5), 3)),
+        OpCase("attention_scores", (_int8(gen, 2, 7, 8), _int8(gen, 2, 9, 8), -3, 1 << 30, 40, 5)),
+        attention_case(2, 2, 7, 16, gen),
+        quantize_case((3, 7, 10), gen, per_channel=True),
+        OpCase("dequantize", (_int8(gen, 3, 10), torch.rand(10, generator=gen) + 0.1, 4)),
+    ]
 
 
 def assert_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "output", show: int = 5) -> None:

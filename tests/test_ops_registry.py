@@ -7,23 +7,7 @@ from fqvit_kernels import ops, reference as ref, testing
 
 
 def _cases(gen):
-    return [
-        testing.matmul_case(7, 9, 13, gen),
-        testing.linear_case(7, 24, 40, gen),
-        testing.linear_case(5, 16, 24, gen, "gelu", lut_length=256),
-        testing.linear_case(3, 16, 24, gen, "residual"),
-        testing.layernorm_case(7, 33, gen),
-        testing.scores_case((2, 3, 7, 7), gen),
-        testing.OpCase("log_attn_v", (torch.randint(0, 16, (2, 3, 7, 7), generator=gen).to(torch.uint8),
-                                      torch.randint(-128, 128, (2, 3, 7, 5), generator=gen, dtype=torch.int8), 3)),
-        testing.OpCase("attention_scores", (torch.randint(-128, 128, (2, 7, 8), generator=gen, dtype=torch.int8),
-                                            torch.randint(-128, 128, (2, 9, 8), generator=gen, dtype=torch.int8),
-                                            -3, 1 << 30, 40, 5)),
-        testing.attention_case(2, 2, 7, 16, gen),
-        testing.quantize_case((3, 7, 10), gen, per_channel=True),
-        testing.OpCase("dequantize", (torch.randint(-128, 128, (3, 10), generator=gen, dtype=torch.int8),
-                                      torch.rand(10, generator=gen) + 0.1, 4)),
-    ]
+    return testing.small_cases(gen)
 
 
 def test_every_op_has_a_case(gen):

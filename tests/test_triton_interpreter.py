@@ -370,20 +370,7 @@ def test_gpu_opcheck_every_integer_op(gen):
     from fqvit_kernels import ops
 
     assert all(ops.BACKEND[name]["cuda"] == "triton" for name in triton_kernels.cuda_kernels())
-    cases = [
-        testing.matmul_case(7, 9, 13, gen),
-        testing.linear_case(7, 24, 40, gen),
-        testing.linear_case(5, 16, 24, gen, "gelu", lut_length=256),
-        testing.linear_case(3, 16, 24, gen, "residual"),
-        testing.layernorm_case(7, 33, gen),
-        testing.scores_case((2, 3, 7, 7), gen),
-        testing.OpCase("log_attn_v", (torch.randint(0, 16, (2, 3, 7, 7), generator=gen).to(torch.uint8),
-                                      torch.randint(-128, 128, (2, 3, 7, 5), generator=gen, dtype=torch.int8), 3)),
-        testing.OpCase("attention_scores", (torch.randint(-128, 128, (2, 7, 8), generator=gen, dtype=torch.int8),
-                                            torch.randint(-128, 128, (2, 9, 8), generator=gen, dtype=torch.int8),
-                                            -3, 1 << 30, 40, 5)),
-        testing.attention_case(2, 2, 7, 16, gen),
-    ]
+    cases = [c for c in testing.small_cases(gen) if c.name in triton_kernels.cuda_kernels()]
     for case in cases:
         cuda_case = case.to("cuda")
         torch.library.opcheck(getattr(torch.ops.fqvit, case.name).default, cuda_case.args)

@@ -31,7 +31,7 @@ from torch import nn
 from .. import ops, params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
-from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_calibration, set_mode
+from .layers import NotCalibratedError, UnsupportedModelError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_calibration, set_mode
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block"]
 
@@ -55,35 +55,35 @@ def check_supported_block(block: nn.Module) -> None:
     """Raise ``NotImplementedError`` naming the first feature of ``block`` that is not supported."""
     Block, Attention, Mlp = _timm_classes()
     if type(block) is not Block:
-        raise NotImplementedError(f"only timm.models.vision_transformer.Block is supported, got {type(block).__name__}")
+        raise UnsupportedModelError(f"only timm.models.vision_transformer.Block is supported, got {type(block).__name__}")
     attn, mlp = block.attn, block.mlp
     if type(attn) is not Attention:
-        raise NotImplementedError(f"attention variant {type(attn).__name__} is not supported (plain timm Attention only)")
+        raise UnsupportedModelError(f"attention variant {type(attn).__name__} is not supported (plain timm Attention only)")
     if not (_is_identity(getattr(attn, "q_norm", None)) and _is_identity(getattr(attn, "k_norm", None))):
-        raise NotImplementedError("qk_norm (LayerNorm on q and k) is not supported")
+        raise UnsupportedModelError("qk_norm (LayerNorm on q and k) is not supported")
     if not _is_identity(getattr(attn, "norm", None)):
-        raise NotImplementedError("scale_attn_norm (LayerNorm on the attention output) is not supported")
+        raise UnsupportedModelError("scale_attn_norm (LayerNorm on the attention output) is not supported")
     if getattr(attn, "gate", None) is not None:
-        raise NotImplementedError("gated attention (attn.gate) is not supported")
+        raise UnsupportedModelError("gated attention (attn.gate) is not supported")
     if getattr(attn, "attn_dim", attn.num_heads * attn.head_dim) != attn.qkv.in_features or \
             attn.proj.out_features != attn.qkv.in_features:
-        raise NotImplementedError("attention with attn_head_dim / dim_out different from dim is not supported")
+        raise UnsupportedModelError("attention with attn_head_dim / dim_out different from dim is not supported")
     if not (_is_identity(block.ls1) and _is_identity(block.ls2)):
-        raise NotImplementedError("layer scale (init_values / ls1, ls2) is not supported")
+        raise UnsupportedModelError("layer scale (init_values / ls1, ls2) is not supported")
     if type(mlp) is not Mlp:
-        raise NotImplementedError(f"MLP variant {type(mlp).__name__} is not supported (fused/gated MLPs such as "
+        raise UnsupportedModelError(f"MLP variant {type(mlp).__name__} is not supported (fused/gated MLPs such as "
                                   "GluMlp/SwiGLU are refused; plain timm Mlp only)")
     if not (isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.fc2, nn.Linear)):
-        raise NotImplementedError("convolutional MLP (use_conv) is not supported")
+        raise UnsupportedModelError("convolutional MLP (use_conv) is not supported")
     if not _is_identity(getattr(mlp, "norm", None)):
-        raise NotImplementedError("scale_mlp_norm (LayerNorm inside the MLP) is not supported")
+        raise UnsupportedModelError("scale_mlp_norm (LayerNorm inside the MLP) is not supported")
     act = mlp.act
     if type(act) is not nn.GELU or getattr(act, "approximate", "none") != "none":
-        raise NotImplementedError(f"activation {act!r} is not supported (exact nn.GELU only)")
+        raise UnsupportedModelError(f"activation {act!r} is not supported (exact nn.GELU only)")
     for name in ("norm1", "norm2"):
         norm = getattr(block, name)
         if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
-            raise NotImplementedError(f"{name} must be an affine nn.LayerNorm, got {type(norm).__name__}")
+            raise UnsupportedModelError(f"{name} must be an affine nn.LayerNorm, got {type(norm).__name__}")
 
 
 def _fixed(real: float, name: str):
@@ -197,7 +197,7 @@ class QuantAttention(QuantModule):
         q, k, v = parts[0], parts[1], parts[2]
         if self.lis:
             if self.attn_bits != 4:
-                raise NotImplementedError("int mode supports 4-bit LIS only (torch.ops.fqvit.int_attention); "
+                raise UnsupportedModelError("int mode supports 4-bit LIS only (torch.ops.fqvit.int_attention); "
                                           f"this block uses {self.attn_bits}-bit LIS: run it in fake mode")
             ctx = torch.ops.fqvit.int_attention(
                 q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
@@ -405,9 +405,9 @@ class QuantTimmVitBlock(QuantModule):
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         """Block forward; accepts timm's keywords but refuses masks and causal attention."""
         if attn_mask is not None:
-            raise NotImplementedError("attention masks (attn_mask) are not supported by QuantTimmVitBlock")
+            raise UnsupportedModelError("attention masks (attn_mask) are not supported by QuantTimmVitBlock")
         if is_causal:
-            raise NotImplementedError("causal attention (is_causal=True) is not supported by QuantTimmVitBlock")
+            raise UnsupportedModelError("causal attention (is_causal=True) is not supported by QuantTimmVitBlock")
         if self.mode == "int":
             return self._forward_int(x)
         if self.qact0 is not None:

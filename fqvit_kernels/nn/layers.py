@@ -31,6 +31,11 @@ __all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set
 MODES = ("float", "fake", "int")
 
 
+class UnsupportedModelError(NotImplementedError):
+    """A timm model, block variant or forward option that the quantized modules refuse to run
+    rather than compute something else (qk_norm, layer scale, masks, distilled heads, ...)."""
+
+
 class NotCalibratedError(RuntimeError):
     """A ``fake`` or ``int`` forward was asked of a module whose quantizers have no parameters yet."""
 
@@ -154,7 +159,7 @@ class QuantLinear(QuantModule):
     def __init__(self, linear: nn.Linear, residual: bool = False) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
-            raise NotImplementedError(f"expected nn.Linear, got {type(linear).__name__}")
+            raise UnsupportedModelError(f"expected nn.Linear, got {type(linear).__name__}")
         n, k = linear.weight.shape
         self.in_features, self.out_features = k, n
         self.register_buffer("weight", linear.weight.detach().clone().float(), persistent=False)
@@ -194,9 +199,9 @@ class QuantLayerNorm(QuantModule):
     def __init__(self, norm: nn.LayerNorm, config: QuantConfig) -> None:
         super().__init__()
         if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
-            raise NotImplementedError(f"only affine nn.LayerNorm is supported, got {type(norm).__name__}")
+            raise UnsupportedModelError(f"only affine nn.LayerNorm is supported, got {type(norm).__name__}")
         if len(norm.normalized_shape) != 1:
-            raise NotImplementedError("only LayerNorm over the last dim is supported")
+            raise UnsupportedModelError("only LayerNorm over the last dim is supported")
         c = norm.normalized_shape[0]
         self.channels = c
         self.eps = norm.eps

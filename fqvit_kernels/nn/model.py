@@ -21,7 +21,7 @@ from torch import nn
 
 from ..quant.config import QuantConfig, get_config
 from .block import QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int, run_calibration
-from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode
+from .layers import NotCalibratedError, UnsupportedModelError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode
 
 __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -46,28 +46,28 @@ def _check_supported_vit(vit: nn.Module) -> None:
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(vit, VisionTransformer):
-        raise NotImplementedError(f"quantize_model supports timm VisionTransformer (vit_*, deit_*), got {type(vit).__name__}")
+        raise UnsupportedModelError(f"quantize_model supports timm VisionTransformer (vit_*, deit_*), got {type(vit).__name__}")
     if hasattr(vit, "dist_token") or hasattr(vit, "head_dist"):
-        raise NotImplementedError("distilled DeiT models (dist_token / head_dist) are not supported; use the "
+        raise UnsupportedModelError("distilled DeiT models (dist_token / head_dist) are not supported; use the "
                                   "non-distilled deit_* models")
     if getattr(vit, "global_pool", "token") != "token" or vit.cls_token is None:
-        raise NotImplementedError(f"only class-token pooling is supported (global_pool='token'), got "
+        raise UnsupportedModelError(f"only class-token pooling is supported (global_pool='token'), got "
                                   f"{getattr(vit, 'global_pool', None)!r}")
     if getattr(vit, "reg_token", None) is not None:
-        raise NotImplementedError("register tokens (reg_tokens) are not supported")
+        raise UnsupportedModelError("register tokens (reg_tokens) are not supported")
     if getattr(vit, "dynamic_img_size", False):
-        raise NotImplementedError("dynamic_img_size is not supported")
+        raise UnsupportedModelError("dynamic_img_size is not supported")
     if vit.pos_embed is None:
-        raise NotImplementedError("models without a learned absolute position embedding are not supported")
+        raise UnsupportedModelError("models without a learned absolute position embedding are not supported")
     for name in ("norm_pre", "fc_norm"):
         if not isinstance(getattr(vit, name, nn.Identity()), nn.Identity):
-            raise NotImplementedError(f"{name} (pre_norm / fc_norm) is not supported")
+            raise UnsupportedModelError(f"{name} (pre_norm / fc_norm) is not supported")
     if getattr(vit, "attn_pool", None) is not None:
-        raise NotImplementedError("attention pooling (global_pool='map') is not supported")
+        raise UnsupportedModelError("attention pooling (global_pool='map') is not supported")
     if not isinstance(vit.norm, nn.LayerNorm):
-        raise NotImplementedError("the final norm must be a LayerNorm (final_norm=True)")
+        raise UnsupportedModelError("the final norm must be a LayerNorm (final_norm=True)")
     if not isinstance(vit.head, nn.Linear):
-        raise NotImplementedError("a linear classification head is required (num_classes > 0)")
+        raise UnsupportedModelError("a linear classification head is required (num_classes > 0)")
 
 
 def arch_config(vit: nn.Module) -> Dict[str, object]:
