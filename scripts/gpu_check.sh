@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the Triton backend, one call of a few minutes on an H100/H200 machine:
 # build, GPU tests (bit-exactness at ViT sizes, opcheck on CUDA), sm_90 compile of every autotune
-# candidate, PTX check for Hopper wgmma with s8 operands, compute-sanitizer memcheck on one small case per kernel,
+# candidate, PTX check for Hopper wgmma with s8 operands, compute-sanitizer memcheck and racecheck on one small case per kernel,
 # a timing pass, the benchmark (bench/run.py --device cuda), then a summary.
 # Logs go to $OUT/gpu_check (or /tmp/fqvit_gpu_check when OUT is unset).
 set -uo pipefail
@@ -49,8 +49,10 @@ SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
 if [ -n "$SANITIZER" ]; then
   step memcheck 420 env FQVIT_TRITON_SINGLE_CONFIG=1 "$SANITIZER" --tool memcheck --error-exitcode 3 \
     python scripts/sanitizer_cases.py
+  step racecheck 420 env FQVIT_TRITON_SINGLE_CONFIG=1 "$SANITIZER" --tool racecheck --error-exitcode 3 \
+    python scripts/sanitizer_cases.py
 else
-  SUMMARY+=("SKIP  memcheck (compute-sanitizer not found)")
+  SUMMARY+=("SKIP  memcheck, racecheck (compute-sanitizer not found)")
 fi
 
 # Side-by-side timings on this card (median ms, triton.testing.do_bench): a quick look, the real
