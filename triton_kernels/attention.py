@@ -50,6 +50,18 @@ def _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_
 
 
 @triton.jit
+def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult, score_half,
+                   score_shift, score_zero_point, table_ptr, row_max):
+    """LIS exponents ``exp_table[row_max - score]`` of one key tile (passes 2 and 3 recompute them
+    rather than keep the N x N scores); keys past N get 0."""
+    kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
+                 mask=d_ok[:, None] & n_ok[None, :], other=0)
+    k_sum = tl.sum(kt.to(tl.int32), axis=0)
+    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point)
+    return tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+
+
+@triton.jit
 def _attention_scores_kernel(
     q_ptr, k_ptr, out_ptr, NQ, NK, D,
     zero_point, score_mult, score_shift, score_zero_point,
@@ -171,12 +183,8 @@ def _int_attention_kernel(
     for n0 in range(0, N, BLOCK_N):
         keys = n0 + offs_n
         n_ok = keys < N
-        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
-                     mask=d_ok[:, None] & n_ok[None, :], other=0)
-        k_sum = tl.sum(kt.to(tl.int32), axis=0)
-        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
-                        score_zero_point)
-        e = tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+        e = _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
+                           score_half, score_shift, score_zero_point, table_ptr, row_max)
         total += tl.sum(e, axis=1)
 
     # Pass 3: codes by threshold counts, exact P@V on tensor cores.
@@ -187,12 +195,8 @@ def _int_attention_kernel(
     for n0 in range(0, N, BLOCK_N):
         keys = n0 + offs_n
         n_ok = keys < N
-        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
-                     mask=d_ok[:, None] & n_ok[None, :], other=0)
-        k_sum = tl.sum(kt.to(tl.int32), axis=0)
-        s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift,
-                        score_zero_point)
-        e = tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+        e = _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
+                           score_half, score_shift, score_zero_point, table_ptr, row_max)
         code = _lis_code4(e, thresholds)  # keys past N have e == 0: code 16, weight 0
         neg_hi, neg_lo, weight = _lis_pv_weights(code)
         weight_sum += tl.sum(weight, axis=1)
