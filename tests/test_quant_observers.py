@@ -439,8 +439,10 @@ def test_percentile_observer_is_layer_wise_only():
 
 
 def test_omse_shrinks_range_with_outlier(gen):
-    # A uniform bulk on [0, 1] plus a lone outlier at 1.6: MSE prefers clipping the outlier.
-    x = torch.rand(8, 50, 32, generator=gen)
+    # A uniform bulk on [0, 1] plus a lone outlier at 1.6: with ~150k bulk values the rounding noise
+    # saved by a narrower range outweighs clipping one value (optimum near a 19 % shrink), so the
+    # search must leave the min-max range whatever the draw.
+    x = torch.rand(8, 197, 96, generator=gen)
     x[0, 0, 0] = 1.6
     obs = ours_obs.OmseObserver(8)
     obs.update(x)
