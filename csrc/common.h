@@ -39,6 +39,57 @@ inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+// reference.round_half_even_shift: round(v / 2**s) with ties to even, 0 <= s <= 62. Built on the
+// half-up rounding of v >> (s - 1) and without `1 << s`, which GCC does not vectorize with a per-lane
+// s: a tie is an odd h = v >> (s - 1) with nothing below it, where half up gave k + 1 for k + 1/2.
+inline int64_t round_half_even_shift(int64_t v, int64_t s) {
+  const int64_t s1 = s > 0 ? s - 1 : 0;
+  const int64_t h = v >> s1;
+  const int64_t up = (h + 1) >> 1;
+  const int64_t tie = (h & 1) & (v == (h << s1) ? 1 : 0);
+  const int64_t rounded = up - (tie & up & 1);
+  return s > 0 ? rounded : v;
+}
+
+// reference.round_to_float32: v rounded to 24 significant bits, ties to even (float32's rounding).
+inline int64_t round_to_float32(int64_t v) {
+  const int64_t mag = v < 0 ? -v : v;
+  const int64_t drop = std::max<int64_t>(64 - __builtin_clzll(uint64_t(mag) | 1) - 24, 0);
+  const int64_t rounded = round_half_even_shift(mag, drop) << drop;
+  return v < 0 ? -rounded : rounded;
+}
+
+// reference.float32_code: FQ-ViT's float32 quantizer round(x / s + zp) on the exact
+// x / s = value * 2**-shift (shift <= 52, |value| < 2**62); stored int8 code.
+inline int64_t float32_code(int64_t value, int64_t shift, int64_t zp) {
+  const int64_t y = round_to_float32(value);
+  const int64_t u = round_to_float32(y + ((zp + 128) << shift));
+  return clamp64(round_half_even_shift(u, shift), 0, 255) - 128;
+}
+
+// The fast path of float32_code, for loops that must vectorize. With p = value + (zp + 128) * 2**shift
+// (u = p * 2**-shift, the unsigned pre-round value), half_unit = 2**(shift - 1) and window =
+// 2**(shift - 15) (0 below shift 15): the code of u rounded half up, and whether u lies within 2**-15
+// of a half-integer. Away from those, FQ-ViT's two float32 roundings (each moves |y| < 512, u < 256
+// by less than 2**-16) cannot change the code; near them the caller redoes float32_code.
+struct Float32CodeFast {
+  int64_t code;
+  bool near_tie;
+};
+inline Float32CodeFast float32_code_fast(int64_t p, int64_t shift, int64_t half_unit, int64_t window) {
+  const int64_t h = p >> (shift - 1);       // 2u, floored
+  const int64_t below = p - (h << (shift - 1));  // [0, half_unit)
+  const int64_t distance = (h & 1) ? below : half_unit - below;
+  return Float32CodeFast{clamp64((h + 1) >> 1, 0, 255) - 128, distance <= window};
+}
+
+inline int64_t float32_window(int64_t shift) { return shift >= 15 ? int64_t(1) << (shift - 15) : 0; }
+
+// reference.requantize_float32: float32_code of acc * mult.
+inline int64_t requantize_float32(int64_t acc, int64_t mult, int64_t shift, int64_t zp) {
+  return float32_code(acc * mult, shift, zp);
+}
+
 // Exact int8 GEMM a [M, K] @ b [K, N] -> int32 [M, N] (operands may be strided views).
 // at::_int_mm reaches oneDNN's int8 kernels (VNNI/AMX). It has no shape constraints on CPU in the
 // torch versions we support; should a build refuse a shape anyway, a plain int32 loop gives the

@@ -6,6 +6,9 @@
 #include <immintrin.h>
 #endif
 
+#include <memory>
+#include <vector>
+
 #include "common.h"
 #include "fqvit_cpu.h"
 
@@ -50,73 +53,134 @@ void int_mm_into(const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor& out
 
 namespace {
 
-// One output row of each epilogue; n channels, acc is the int32 GEMM row without the bias. The
-// arithmetic is int64 as in the reference: acc + bias needs 33 bits when the bias has no headroom,
-// and (acc + bias) * multiplier up to 62 bits.
+// One output row of each epilogue; n channels, acc is the int32 GEMM row. The arithmetic is int64
+// as in the reference: acc * multiplier + bias (bias int64, added after the multiplication) needs
+// up to 62 bits.
 
-FQVIT_SIMD void row_plain(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
-                          int64_t zp, int8_t* FQVIT_R out, int64_t n) {
+FQVIT_SIMD void row_plain(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
+                          const int32_t* FQVIT_R shift, int64_t zp, int8_t* FQVIT_R out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t a = int64_t(acc[j]) + bias[j];
-    const int64_t t = round_shift(a * mult[j], shift[j]) + zp;
+    const int64_t t = round_shift(int64_t(acc[j]) * mult[j] + bias[j], shift[j]) + zp;
     out[j] = int8_t(clamp64(t, -128, 127));
   }
 }
 
-FQVIT_SIMD void row_index(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
-                          int64_t zp, int64_t top, int32_t* FQVIT_R index, int64_t n) {
+// Pre-GELU grid index t, clamped to [-1, hi] (hi = L << cell_bits): the step table gives the same
+// code for every t below 0 (cell 0, before any step) and above hi (the last cell, past any step),
+// so the clamp changes nothing and keeps t in int32.
+FQVIT_SIMD void row_gelu_index(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
+                               const int32_t* FQVIT_R shift, int64_t zp, int64_t hi, int32_t* FQVIT_R index,
+                               int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t a = int64_t(acc[j]) + bias[j];
-    const int64_t t = round_shift(a * mult[j], shift[j]) + zp;
-    index[j] = int32_t(clamp64(t, 0, top));
+    const int64_t t = round_shift(int64_t(acc[j]) * mult[j] + bias[j], shift[j]) + zp;
+    index[j] = int32_t(clamp64(t, -1, hi));
   }
 }
 
-FQVIT_SIMD void row_residual(const int32_t* FQVIT_R acc, const int32_t* FQVIT_R bias, const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift,
-                             int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp, const int32_t* FQVIT_R bmult,
-                             const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift, int64_t final_zp, int8_t* FQVIT_R out,
-                             int64_t n) {
+// The residual epilogue rounds like FQ-ViT's float32 quantizer (float32_code): a vectorized pass
+// rounds half up and counts the outputs within 2**-15 of a half-integer, where a scalar pass redoes
+// them exactly (about 2**-14 of the outputs). zp_term, half_unit and window hold (final_zp + 128) <<
+// rshift, 2**(rshift - 1) and float32_window(rshift) per channel.
+struct ResidualTerms {
+  std::vector<int64_t> zp_term, half_unit, window;
+  ResidualTerms(const int32_t* rshift, int64_t n, int64_t final_zp) : zp_term(n), half_unit(n), window(n) {
+    for (int64_t j = 0; j < n; ++j) {
+      zp_term[j] = (final_zp + 128) << rshift[j];
+      half_unit[j] = int64_t(1) << (rshift[j] - 1);
+      window[j] = float32_window(rshift[j]);
+    }
+  }
+};
+
+inline int64_t residual_mixed(int64_t acc, int64_t bias, int64_t mult, int64_t shift, int64_t zp, int64_t res,
+                              int64_t res_zp, int64_t bmult, int64_t rmult) {
+  const int64_t branch = clamp64(round_shift(acc * mult + bias, shift) + zp, -128, 127);
+  return (branch - zp) * bmult + (res - res_zp) * rmult;
+}
+
+FQVIT_SIMD int64_t row_residual_fast(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias,
+                                     const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift, int64_t zp,
+                                     const int8_t* FQVIT_R res, int64_t res_zp, const int32_t* FQVIT_R bmult,
+                                     const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift,
+                                     const int64_t* FQVIT_R zp_term, const int64_t* FQVIT_R half_unit,
+                                     const int64_t* FQVIT_R window, int8_t* FQVIT_R out, int64_t n) {
+  int64_t near = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t a = int64_t(acc[j]) + bias[j];
-    const int64_t branch = clamp64(round_shift(a * mult[j], shift[j]) + zp, -128, 127);
-    const int64_t mixed = (branch - zp) * bmult[j] + (int64_t(res[j]) - res_zp) * rmult[j];
-    out[j] = int8_t(clamp64(round_shift(mixed, rshift[j]) + final_zp, -128, 127));
+    const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
+    const Float32CodeFast fast = float32_code_fast(mixed + zp_term[j], rshift[j], half_unit[j], window[j]);
+    out[j] = int8_t(fast.code);
+    near += fast.near_tie;
+  }
+  return near;
+}
+
+void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
+                  const int32_t* FQVIT_R shift, int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp,
+                  const int32_t* FQVIT_R bmult, const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift,
+                  const ResidualTerms& terms, int64_t final_zp, int8_t* FQVIT_R out, int64_t n) {
+  if (!row_residual_fast(acc, bias, mult, shift, zp, res, res_zp, bmult, rmult, rshift, terms.zp_term.data(),
+                         terms.half_unit.data(), terms.window.data(), out, n))
+    return;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
+    if (float32_code_fast(mixed + terms.zp_term[j], rshift[j], terms.half_unit[j], terms.window[j]).near_tie)
+      out[j] = int8_t(float32_code(mixed, rshift[j], final_zp));
   }
 }
 
-// out[j] = lut[index[j]] for the GELU table. GCC does not vectorize this look-up (no byte
-// gather), so the AVX-512 path gathers 16 entries of an int32 copy of the table at a time.
-void gather_scalar(const int32_t* FQVIT_R index, int64_t n, const int32_t* FQVIT_R lut, int8_t* FQVIT_R out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = int8_t(lut[index[j]]);
+// reference.gelu_table_lookup on the clamped indices t: cell = clamp(t >> bits, 0, L - 1), entry
+// = table[cell] packs below (bits 0..7), direction + 1 (bits 8..9) and the step (bits 10..30);
+// code = below + direction * (t - (cell << bits) >= step). GCC does not vectorize the gather, so
+// the AVX-512 path gathers 16 entries at a time.
+void gelu_scalar(const int32_t* FQVIT_R index, int64_t n, const int32_t* FQVIT_R table, int32_t length, int32_t bits,
+                 int8_t* FQVIT_R out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t t = index[j];
+    const int32_t cell = std::min((t < 0 ? 0 : t) >> bits, length - 1);
+    const int32_t e = table[cell];
+    const int32_t below = int32_t(int8_t(e & 0xFF));
+    const int32_t direction = ((e >> 8) & 3) - 1;
+    out[j] = int8_t(below + (t - (cell << bits) >= (e >> 10) ? direction : 0));
+  }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx512f"))) void gather_avx512(const int32_t* FQVIT_R index, int64_t n,
-                                                      const int32_t* FQVIT_R lut, int8_t* FQVIT_R out) {
+__attribute__((target("avx512f"))) void gelu_avx512(const int32_t* FQVIT_R index, int64_t n,
+                                                    const int32_t* FQVIT_R table, int32_t length, int32_t bits,
+                                                    int8_t* FQVIT_R out) {
+  const __m512i zero = _mm512_setzero_si512(), last = _mm512_set1_epi32(length - 1), three = _mm512_set1_epi32(3),
+                one = _mm512_set1_epi32(1);
+  const __m128i count = _mm_cvtsi32_si128(bits);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
-    const __m512i idx = _mm512_loadu_si512(index + j);
+    const __m512i t = _mm512_loadu_si512(index + j);
+    const __m512i cell = _mm512_min_epi32(_mm512_sra_epi32(_mm512_max_epi32(t, zero), count), last);
     // The masked forms avoid GCC 12's "maybe uninitialized" warnings on the unmasked intrinsics.
-    const __m512i val = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0xFFFF, idx, lut, 4);
-    _mm512_mask_cvtepi32_storeu_epi8(out + j, 0xFFFF, val);
+    const __m512i e = _mm512_mask_i32gather_epi32(zero, 0xFFFF, cell, table, 4);
+    const __m512i pos = _mm512_sub_epi32(t, _mm512_sll_epi32(cell, count));
+    const __m512i below = _mm512_srai_epi32(_mm512_slli_epi32(e, 24), 24);
+    const __m512i direction = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(e, 8), three), one);
+    const __mmask16 up = _mm512_cmpge_epi32_mask(pos, _mm512_srli_epi32(e, 10));
+    _mm512_mask_cvtepi32_storeu_epi8(out + j, 0xFFFF, _mm512_mask_add_epi32(below, up, below, direction));
   }
-  gather_scalar(index + j, n - j, lut, out + j);
+  gelu_scalar(index + j, n - j, table, length, bits, out + j);
 }
 
-void gather_lut(const int32_t* index, int64_t n, const int32_t* lut, int8_t* out) {
+void gelu_lookup(const int32_t* index, int64_t n, const int32_t* table, int32_t length, int32_t bits, int8_t* out) {
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   if (avx512)
-    gather_avx512(index, n, lut, out);
+    gelu_avx512(index, n, table, length, bits, out);
   else
-    gather_scalar(index, n, lut, out);
+    gelu_scalar(index, n, table, length, bits, out);
 }
 #else
-void gather_lut(const int32_t* index, int64_t n, const int32_t* lut, int8_t* out) {
-  gather_scalar(index, n, lut, out);
+void gelu_lookup(const int32_t* index, int64_t n, const int32_t* table, int32_t length, int32_t bits, int8_t* out) {
+  gelu_scalar(index, n, table, length, bits, out);
 }
 #endif
 
 const int32_t* i32(const at::Tensor& t) { return t.data_ptr<int32_t>(); }
+const int64_t* i64(const at::Tensor& t) { return t.data_ptr<int64_t>(); }
 
 }  // namespace
 
@@ -128,37 +192,42 @@ at::Tensor int8_matmul(const at::Tensor& a, const at::Tensor& b) {
 
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias_t,
                        const at::Tensor& multiplier_t, const at::Tensor& shift_t, int64_t output_zero_point,
-                       const OptTensor& gelu_lut, const OptTensor& residual, int64_t residual_zero_point,
-                       const OptTensor& branch_multiplier, const OptTensor& residual_multiplier,
-                       const OptTensor& residual_shift, int64_t final_zero_point) {
+                       const OptTensor& gelu_table, int64_t gelu_cell_bits, const OptTensor& residual,
+                       int64_t residual_zero_point, const OptTensor& branch_multiplier,
+                       const OptTensor& residual_multiplier, const OptTensor& residual_shift,
+                       int64_t final_zero_point) {
   const int64_t m = x.size(0), n = weight.size(0);
   at::Tensor out = at::empty({m, n}, x.options().dtype(at::kChar));
   if (m == 0) return out;
   const at::Tensor xc = x.contiguous(), wt = weight.contiguous().t();
   const at::Tensor bias = bias_t.contiguous(), mult = multiplier_t.contiguous(), shift = shift_t.contiguous();
-  const at::Tensor lut = gelu_lut.has_value() ? gelu_lut->to(at::kInt).contiguous() : at::Tensor();
+  const at::Tensor table = gelu_table.has_value() ? gelu_table->contiguous() : at::Tensor();
   const at::Tensor res = residual.has_value() ? residual->contiguous() : at::Tensor();
   at::Tensor bm, rm, rs;
+  std::unique_ptr<ResidualTerms> terms;
   if (residual.has_value()) {
     bm = branch_multiplier->contiguous();
     rm = residual_multiplier->contiguous();
     rs = residual_shift->contiguous();
+    terms = std::make_unique<ResidualTerms>(i32(rs), n, final_zero_point);
   }
   int8_t* out_p = out.data_ptr<int8_t>();
+  const int32_t table_length = table.defined() ? int32_t(table.numel()) : 0;
+  const int64_t index_top = int64_t(table_length) << gelu_cell_bits;  // <= 2**30 (validated)
 
   // The epilogue of rows [r0, r0 + r) whose int32 products are in acc (row stride n).
   auto epilogue = [&](const int32_t* acc, int64_t r0, int64_t r, int32_t* index) {
     for (int64_t i = 0; i < r; ++i) {
       const int32_t* a = acc + i * n;
       int8_t* o = out_p + (r0 + i) * n;
-      if (lut.defined()) {
-        row_index(a, i32(bias), i32(mult), i32(shift), output_zero_point, lut.numel() - 1, index, n);
-        gather_lut(index, n, i32(lut), o);
+      if (table.defined()) {
+        row_gelu_index(a, i64(bias), i32(mult), i32(shift), output_zero_point, index_top, index, n);
+        gelu_lookup(index, n, i32(table), table_length, int32_t(gelu_cell_bits), o);
       } else if (res.defined()) {
-        row_residual(a, i32(bias), i32(mult), i32(shift), output_zero_point, res.data_ptr<int8_t>() + (r0 + i) * n,
-                     residual_zero_point, i32(bm), i32(rm), i32(rs), final_zero_point, o, n);
+        row_residual(a, i64(bias), i32(mult), i32(shift), output_zero_point, res.data_ptr<int8_t>() + (r0 + i) * n,
+                     residual_zero_point, i32(bm), i32(rm), i32(rs), *terms, final_zero_point, o, n);
       } else {
-        row_plain(a, i32(bias), i32(mult), i32(shift), output_zero_point, o, n);
+        row_plain(a, i64(bias), i32(mult), i32(shift), output_zero_point, o, n);
       }
     }
   };
@@ -170,7 +239,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
   const int32_t* acc_p = acc.data_ptr<int32_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / n);  // >= ~16K outputs per chunk
   at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> index(lut.defined() ? n : 0);
+    std::vector<int32_t> index(table.defined() ? n : 0);
     epilogue(acc_p + begin * n, begin, end - begin, index.data());
   });
   return out;

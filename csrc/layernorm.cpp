@@ -1,4 +1,4 @@
-// PTF LayerNorm (reference.ptf_layernorm) in one pass per row: the reference runs ~20 full-tensor
+// PTF LayerNorms (reference.ptf_layernorm, reference.ptf_layernorm_dyadic) in one pass per row: the reference runs ~20 full-tensor
 // int64 passes (shift, two sums, bit search, 31-step square root, ...); here a row is read once
 // for its two sums, the per-row root and reciprocal are scalar integer code, and a second sweep
 // over the row (still in cache) writes the int8 output.
@@ -10,7 +10,7 @@
 namespace fqvit {
 namespace {
 
-constexpr int64_t kNormFracBits = 16;  // reference.LN_NORM_FRAC_BITS
+constexpr int64_t kNormFracBits = 24;  // reference.LN_NORM_FRAC_BITS
 
 // floor(sqrt(v)) for 0 <= v < 2**62, digit by digit as reference.isqrt (integer only).
 int64_t isqrt64(int64_t v) {
@@ -51,11 +51,43 @@ FQVIT_SIMD void row_output(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha
   }
 }
 
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  const int64_t q = a / b;
+  return q - ((a % b != 0) && (a < 0));
+}
+
+constexpr int64_t kDyadicAFrac = 24, kDyadicMeanFrac = 20, kDyadicBFrac = 16, kDyadicBetaFrac = 47;
+
+// One row of reference.ptf_layernorm_dyadic (FQ-ViT's 8-bit dyadic factor M / 2**N per element).
+// rho = C / sqrt(V) in fixed point (32 bits), e0 its binary exponent, mean = floor(S1 * 2**20 / C).
+FQVIT_SIMD void dyadic_row(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, int64_t zp, int64_t c, int64_t rho,
+                           int64_t e0, int64_t mean, const int32_t* FQVIT_R gmult, const int32_t* FQVIT_R gshift,
+                           const int64_t* FQVIT_R beta, int64_t out_zp, int8_t* FQVIT_R out) {
+  for (int64_t j = 0; j < c; ++j) {
+    const int64_t xj = (int64_t(x[j]) - zp) << alpha[j];
+    const int64_t gm = gmult[j];
+    const int64_t sign = gm < 0 ? -1 : 1;
+    const int64_t magnitude = gm < 0 ? -gm : gm;  // 0 or in [2**30, 2**31) (validated)
+    const int64_t prod = magnitude * rho;         // 0 or in [2**61, 2**63): its top bit is 61 or 62
+    const int64_t e = e0 - gshift[j];
+    const int64_t log2a = magnitude == 0 ? -(int64_t(1) << 20) : 61 + (prod >> 62) + e;
+    const int64_t n = clamp64(7 - log2a, 0, 31);
+    const int64_t m = log2a > 7 ? 255 : (prod >> clamp64(-(e + n), 0, 63));
+    const int64_t frac = kDyadicAFrac - (log2a > 7 ? log2a - 7 : 0);
+    const int64_t a_fixed = prod >> clamp64(-(e + n) - frac, 0, 63);  // < 2**32
+    const int64_t mean_term = (sign * a_fixed * mean) >> (frac + kDyadicMeanFrac - kDyadicBFrac);
+    const int64_t beta_term = beta[j] >> (kDyadicBetaFrac - kDyadicBFrac - n);
+    const int64_t b = round_half_even_shift(beta_term - mean_term, kDyadicBFrac);
+    const int64_t y = round_half_even_shift(sign * m * xj + b, n);
+    out[j] = int8_t(clamp64(y + out_zp, -128, 127));
+  }
+}
+
 }  // namespace
 
 at::Tensor ptf_layernorm(const at::Tensor& x_t, int64_t input_zero_point, const at::Tensor& ptf_alpha,
                          const at::Tensor& weight_multiplier, const at::Tensor& bias_t, const at::Tensor& shift_t,
-                         int64_t output_zero_point) {
+                         int64_t output_zero_point, int64_t variance_offset) {
   const at::Tensor x = x_t.contiguous();
   const at::Tensor alpha = ptf_alpha.contiguous(), wmult = weight_multiplier.contiguous(),
                    bias = bias_t.contiguous(), shift = shift_t.contiguous();
@@ -73,7 +105,7 @@ at::Tensor ptf_layernorm(const at::Tensor& x_t, int64_t input_zero_point, const 
       const int8_t* row = x_p + i * c;
       int64_t s1, s2;
       row_sums(row, alpha_p, input_zero_point, c, &s1, &s2);
-      const int64_t var_num = c * s2 - s1 * s1;  // C**2 * variance, < 2**49
+      const int64_t var_num = c * s2 - s1 * s1 + variance_offset;  // C**2 * (variance + eps) < 2**62
       int64_t p = 0, reciprocal = 0;
       if (var_num > 0) {
         // p = (62 - bitlen(V)) // 2 puts V * 4**p in [2**60, 2**62): a 31-bit root.
@@ -85,6 +117,46 @@ at::Tensor ptf_layernorm(const at::Tensor& x_t, int64_t input_zero_point, const 
       // A zero-variance row keeps reciprocal 0: norm = 0 and the output is the bias term alone.
       row_output(row, alpha_p, input_zero_point, c, s1, reciprocal, 62 - kNormFracBits - p, wmult_p, bias_p,
                  shift_p, output_zero_point, out_p + i * c);
+    }
+  });
+  return out;
+}
+
+at::Tensor ptf_layernorm_dyadic(const at::Tensor& x_t, int64_t input_zero_point, const at::Tensor& ptf_alpha,
+                                const at::Tensor& gamma_multiplier, const at::Tensor& gamma_shift,
+                                const at::Tensor& beta_t, int64_t output_zero_point) {
+  const at::Tensor x = x_t.contiguous();
+  const at::Tensor alpha = ptf_alpha.contiguous(), gmult = gamma_multiplier.contiguous(),
+                   gshift = gamma_shift.contiguous(), beta = beta_t.contiguous();
+  const int64_t m = x.size(0), c = x.size(1);
+  at::Tensor out = at::empty_like(x);
+  const int8_t* x_p = x.data_ptr<int8_t>();
+  int8_t* out_p = out.data_ptr<int8_t>();
+  const int32_t* alpha_p = alpha.data_ptr<int32_t>();
+  const int32_t* gmult_p = gmult.data_ptr<int32_t>();
+  const int32_t* gshift_p = gshift.data_ptr<int32_t>();
+  const int64_t* beta_p = beta.data_ptr<int64_t>();
+  const int64_t grain = std::max<int64_t>(1, 8192 / c);
+  at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int8_t* row = x_p + i * c;
+      int8_t* o = out_p + i * c;
+      int64_t s1, s2;
+      row_sums(row, alpha_p, input_zero_point, c, &s1, &s2);
+      const int64_t var_num = c * s2 - s1 * s1;
+      if (var_num == 0) {  // constant row: the bias term alone
+        for (int64_t j = 0; j < c; ++j)
+          o[j] = int8_t(clamp64(round_half_even_shift(beta_p[j], kDyadicBetaFrac) + output_zero_point, -128, 127));
+        continue;
+      }
+      const int64_t bitlen = 64 - __builtin_clzll(uint64_t(var_num));
+      const int64_t p = (62 - bitlen) / 2;
+      const int64_t root = isqrt64(var_num << (2 * p));
+      const int64_t c_inv = c * ((int64_t(1) << 62) / root);  // < 2**45
+      const int64_t sh = (64 - __builtin_clzll(uint64_t(c_inv))) - 32;
+      const int64_t mean = floor_div(s1 * (int64_t(1) << kDyadicMeanFrac), c);
+      dyadic_row(row, alpha_p, input_zero_point, c, c_inv >> sh, sh + p - 62, mean, gmult_p, gshift_p, beta_p,
+                 output_zero_point, o);
     }
   });
   return out;

@@ -7,8 +7,8 @@
 //
 // * Q K^T: (q - zp)(k - zp)^T = q k^T - zp * rowsum(k) - zp * rowsum(q) + D * zp^2, so the int8
 //   GEMM runs on the raw codes and the zero point becomes a per-row and a per-column term.
-// * LIS: per row the exponent is exp_table[max - s_j], a 256-entry table, and the code is a
-//   monotone function of the exponent: per row, integer thresholds on the exponent (one per code
+// * LIS: per row the exponent is exp_table[max + 128][max - s_j], a 256-entry row of the table, and
+//   the code is a monotone function of the exponent: per row, integer thresholds on the exponent (one per code
 //   level) give the code of every distance to the row maximum, and each score is one look-up.
 // * P @ V: the weight 2**(15 - k) of a code k is split into three int8 digits of base 2**7
 //   (2**0..2**6 each), W = 2**14 * P2 + 2**7 * P1 + P0, and sum_j W_ij (v_jd - zp) =
@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -34,37 +35,63 @@ constexpr uint8_t kMaskedCode = 255;    // reference.LIS_MASKED_CODE
 constexpr int64_t kValueShift = 15;     // reference.LIS_VALUE_SHIFT
 constexpr int64_t kMaxBlockRows = 256;  // query rows per task
 
-// Code of one score from its exponent e and the row total E (reference.log_int_softmax).
-inline uint8_t lis_code(uint64_t total, int64_t e, int64_t limit) {
-  if (e <= 0) return kMaskedCode;
-  const uint64_t den = uint64_t(e);
-  const uint64_t quot = total / den;
-  const uint64_t twice_rem = 2 * (total - quot * den);  // < 2 * den <= 2**64 - 2: no wrap
-  const uint64_t ratio = quot + ((twice_rem > den) || (twice_rem == den && (quot & 1)));  // half to even
-  // ratio >= 1 because E includes e itself.
-  const int64_t msb = 63 - __builtin_clzll(ratio);
-  const int64_t code = msb + (msb >= 1 ? int64_t((ratio >> (msb - 1)) & 1) : 0);
-  return code < limit ? uint8_t(code) : kMaskedCode;
+// LIS codes follow FQ-ViT's float32 arithmetic (reference.float32_ratio): R = round(fl32(fl32(E) /
+// e)), code >= c iff R >= T_c (T_1 = 2, T_c = 3 * 2**(c - 2): floor(log2 R) rounded up at 1.5 *
+// 2**m). R is a non-increasing function of e for a fixed row total E, so code >= c iff e <= U_c(E)
+// with one threshold per row and level (reference.lis_level_constants / lis_level_thresholds):
+// U_c = floor(fl32(E) * 2**S_c / P_c), minus one where the quotient must exceed L_c = P_c * 2**-S_c
+// strictly and divides exactly. Per row that is a few 128-bit divisions instead of one per score.
+struct LevelConstant {
+  uint64_t numerator;  // P_c
+  int shift;           // S_c (L_c = P_c * 2**-S_c)
+  bool inclusive;      // quotient == L_c counts (the float32 tie rounds up to an even mantissa)
+};
+
+constexpr int kMaxLevel = 63;  // reference.LIS_MAX_LEVEL
+constexpr int64_t kThresholdCap = (int64_t(1) << 62) - 1;  // reference.LIS_THRESHOLD_CAP
+
+uint64_t level_ratio(int level) { return level == 1 ? 2 : uint64_t(3) << (level - 2); }
+
+// The smallest float32 V that rounds (half to even) to an integer >= T, the midpoint L between V
+// and the float32 below it, and whether a quotient equal to L rounds up to V (V's mantissa even).
+LevelConstant make_level_constant(int level) {
+  const uint64_t target = level_ratio(level);
+  float v;
+  if (target < (uint64_t(1) << 23)) {
+    const float half = float(target) - 0.5f;  // exact
+    v = target % 2 == 0 ? half : std::nextafter(half, INFINITY);
+  } else {
+    v = float(target);  // round to nearest; step up if that went below T
+    if (double(v) < double(target)) v = std::nextafter(v, INFINITY);
+  }
+  const float below = std::nextafter(v, 0.0f);
+  double mid = (double(v) + double(below)) / 2;  // exact: two floats' midpoint has <= 26 bits
+  int shift = 0;
+  while (mid != std::floor(mid)) {
+    mid *= 2;
+    ++shift;
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return LevelConstant{uint64_t(mid), shift, (bits & 1) == 0};
 }
 
-// The code of a score is a non-increasing function of its exponent e (for a fixed row total E):
-// code >= c <=> R = round_half_even(E / e) >= T_c, with T_1 = 2 and T_c = 3 * 2**(c - 2) for
-// c >= 2 (the code is floor(log2 R) rounded up at 1.5 * 2**m). And R >= T <=> 2E > (2T - 1) e,
-// or 2E == (2T - 1) e with T even (a tie rounds half to even), i.e.
-//   e <= floor(2E / (2T - 1)) (T even),  e <= floor((2E - 1) / (2T - 1)) (T odd).
-// So per row, thresholds on e replace the per-score division.
-int64_t ratio_threshold(uint64_t total, unsigned __int128 t) {
-  const unsigned __int128 den = 2 * t - 1;
-  const unsigned __int128 twice = (unsigned __int128)total * 2;
-  return int64_t(((t & 1) == 0 ? twice : twice - 1) / den);  // <= 2E / 3 < 2**63
+const LevelConstant* level_constants() {
+  static const std::vector<LevelConstant> table = [] {
+    std::vector<LevelConstant> t;
+    for (int c = 1; c <= kMaxLevel; ++c) t.push_back(make_level_constant(c));
+    return t;
+  }();
+  return table.data();
 }
 
-unsigned __int128 code_ratio(int64_t c) { return c == 1 ? 2 : (unsigned __int128)3 << (c - 2); }
-
-// Largest exponent whose code is masked (code >= 2**bits). For bits >= 7, T exceeds any possible
-// R (< 2**63): only e <= 0 is masked.
-int64_t masked_threshold(uint64_t total, int64_t bits) {
-  return bits >= 7 ? 0 : ratio_threshold(total, code_ratio(int64_t(1) << bits));
+// U_c of a row total E: e <= U_c iff code(e) >= c, for 1 <= e <= E.
+int64_t level_threshold(uint64_t total, const LevelConstant& k) {
+  const uint64_t rounded = uint64_t(round_to_float32(int64_t(total)));  // E < 2**63 (validated)
+  const unsigned __int128 scaled = (unsigned __int128)rounded << k.shift;
+  unsigned __int128 u = scaled / k.numerator;
+  if (!k.inclusive && u * k.numerator == scaled) u -= 1;
+  return u > (unsigned __int128)kThresholdCap ? kThresholdCap : int64_t(u);
 }
 
 constexpr int kMaxLevels = 15;  // codes 1..15 of a 4-bit LIS
@@ -110,52 +137,40 @@ FQVIT_SIMD int64_t count_above(const int64_t* FQVIT_R table, int64_t count, int6
   return above;
 }
 
-// LIS codes of one contiguous row of n int8 scores.
-// * bits <= 4 (LIS as used by int_attention): a code per distance 0..max-min, then one byte
-//   look-up per score. A distance whose exponent is at most the masked threshold is masked (most
-//   of a peaked row); when more than 16 distances are not, the 15 per-level thresholds give all
-//   codes in one vectorized pass, otherwise one division per unmasked distance is cheaper.
-// * wider codes: one comparison with the masked threshold settles the masked scores; the others
-//   need the rounded ratio, computed once per distinct distance present in the row.
-void lis_row(const int8_t* s, int64_t n, const int64_t* table, int64_t bits, uint8_t* codes) {
+// LIS codes of one contiguous row of n int8 scores: a code per distance 0..max-min from the row's
+// level thresholds, then one byte look-up per score. A distance whose exponent is at or below the
+// masked threshold (or 0) is masked (most of a peaked row: LIS tables decrease with the distance,
+// so the unmasked ones are a short prefix). Codes of up to 4 bits count 15 thresholds in one
+// vectorized pass; wider codes (up to 62 levels) loop over their levels.
+void lis_row(const int8_t* s, int64_t n, const int64_t* exp_table, int64_t bits, uint8_t* codes) {
   int8_t mx, mn;
   row_range(s, n, &mx, &mn);
+  const int64_t* table = exp_table + (int64_t(mx) + 128) * 256;  // this row's exponents by distance
   const uint64_t total = row_total(s, n, table, mx);  // ops checks exp_table.max() * n < 2**63
-  const int64_t threshold = masked_threshold(total, bits);
+  const LevelConstant* levels = level_constants();
+  const int64_t mask_level = int64_t(1) << bits;  // code >= 2**bits is masked
+  const int64_t threshold = mask_level <= kMaxLevel ? level_threshold(total, levels[mask_level - 1]) : 0;
+  const int64_t code_levels = std::min<int64_t>(mask_level - 1, kMaxLevel);
+  const int64_t count = int64_t(mx) - mn + 1;
+  uint8_t by_distance[256];
+  int64_t end;
+  count_above(table, count, threshold, &end);
+  std::memset(by_distance + end, kMaskedCode, count - end);
   if (bits <= 4) {
-    const int64_t count = int64_t(mx) - mn + 1;
-    uint8_t by_distance[256];
-    int64_t end;  // LIS tables decrease with the distance: the unmasked ones are a short prefix
-    const int64_t above = count_above(table, count, threshold, &end);
-    std::memset(by_distance + end, kMaskedCode, count - end);
-    if (above > 16) {
-      int64_t level[kMaxLevels];
-      const int64_t levels = (int64_t(1) << bits) - 1;
-      for (int c = 0; c < kMaxLevels; ++c)
-        level[c] = c < levels ? ratio_threshold(total, code_ratio(c + 1)) : INT64_MIN;
-      code_table(table, end, level, threshold, by_distance);
-    } else {
-      for (int64_t d = 0; d < end; ++d)
-        by_distance[d] = table[d] <= threshold ? kMaskedCode : lis_code(total, table[d], int64_t(1) << bits);
+    int64_t level[kMaxLevels];
+    for (int c = 0; c < kMaxLevels; ++c) level[c] = c < code_levels ? level_threshold(total, levels[c]) : INT64_MIN;
+    code_table(table, end, level, threshold, by_distance);
+  } else {
+    int64_t level[kMaxLevel];
+    for (int64_t c = 0; c < code_levels; ++c) level[c] = level_threshold(total, levels[c]);
+    for (int64_t d = 0; d < end; ++d) {
+      const int64_t e = table[d];
+      int64_t code = 0;
+      for (int64_t c = 0; c < code_levels; ++c) code += e <= level[c];
+      by_distance[d] = (e <= threshold || e <= 0) ? kMaskedCode : uint8_t(code);
     }
-    for (int64_t j = 0; j < n; ++j) codes[j] = by_distance[int(mx) - int(s[j])];
-    return;
   }
-  const int64_t limit = int64_t(1) << bits;
-  constexpr uint8_t kUnknown = 254;  // never a code: codes are <= 63 or 255
-  uint8_t cache[256];
-  std::memset(cache, kUnknown, sizeof(cache));
-  for (int64_t j = 0; j < n; ++j) {
-    const int d = int(mx) - int(s[j]);
-    const int64_t e = table[d];
-    if (e <= threshold) {
-      codes[j] = kMaskedCode;
-      continue;
-    }
-    uint8_t c = cache[d];
-    if (c == kUnknown) c = cache[d] = lis_code(total, e, limit);
-    codes[j] = c;
-  }
+  for (int64_t j = 0; j < n; ++j) codes[j] = by_distance[int(mx) - int(s[j])];
 }
 
 int64_t block_rows(int64_t n) {
@@ -164,12 +179,30 @@ int64_t block_rows(int64_t n) {
 }
 
 // Scores block: acc = q_blk k^T (int32, raw codes), col_term_j = -zp * rowsum(k_j),
-// row_term = D zp^2 - zp * rowsum(q_i); output int8 on the score grid.
-FQVIT_SIMD void score_row(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R col_term, int64_t row_term, int64_t mult,
-                          int64_t shift, int64_t zp, int8_t* FQVIT_R out, int64_t n) {
+// row_term = D zp^2 - zp * rowsum(q_i); output int8 on the score grid, rounded like FQ-ViT's float32
+// quantizer (float32_code): a vectorized half-up pass flags the scores within 2**-15 of a
+// half-integer and a scalar pass redoes those exactly.
+FQVIT_SIMD int64_t score_row_fast(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R col_term, int64_t row_term,
+                                  int64_t mult, int64_t shift, int64_t zp_term, int64_t half_unit, int64_t window,
+                                  int8_t* FQVIT_R out, int64_t n) {
+  int64_t near = 0;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;  // |s| <= 255**2 * D < 2**31
-    out[j] = int8_t(clamp64(round_shift(s * mult, shift) + zp, -128, 127));
+    const Float32CodeFast fast = float32_code_fast(s * mult + zp_term, shift, half_unit, window);
+    out[j] = int8_t(fast.code);
+    near += fast.near_tie;
+  }
+  return near;
+}
+
+void score_row(const int32_t* acc, const int64_t* col_term, int64_t row_term, int64_t mult, int64_t shift, int64_t zp,
+               int8_t* out, int64_t n) {
+  const int64_t zp_term = (zp + 128) << shift, half_unit = int64_t(1) << (shift - 1), window = float32_window(shift);
+  if (!score_row_fast(acc, col_term, row_term, mult, shift, zp_term, half_unit, window, out, n)) return;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;
+    if (float32_code_fast(s * mult + zp_term, shift, half_unit, window).near_tie)
+      out[j] = int8_t(requantize_float32(s, mult, shift, zp));
   }
 }
 
@@ -248,9 +281,24 @@ FQVIT_SIMD void combine_row(const int32_t* FQVIT_R p0, const int32_t* FQVIT_R p1
   }
 }
 
-FQVIT_SIMD void requant_row(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult, int64_t shift, int64_t zp,
-                            int8_t* FQVIT_R out) {
-  for (int64_t c = 0; c < d; ++c) out[c] = int8_t(clamp64(round_shift(int64_t(ctx[c]) * mult, shift) + zp, -128, 127));
+FQVIT_SIMD int64_t requant_row_fast(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult, int64_t shift,
+                                    int64_t zp_term, int64_t half_unit, int64_t window, int8_t* FQVIT_R out) {
+  int64_t near = 0;
+  for (int64_t c = 0; c < d; ++c) {
+    const Float32CodeFast fast = float32_code_fast(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window);
+    out[c] = int8_t(fast.code);
+    near += fast.near_tie;
+  }
+  return near;
+}
+
+// The context requantization, rounded like FQ-ViT's float32 quantizer (as score_row).
+void requant_row(const int32_t* ctx, int64_t d, int64_t mult, int64_t shift, int64_t zp, int8_t* out) {
+  const int64_t zp_term = (zp + 128) << shift, half_unit = int64_t(1) << (shift - 1), window = float32_window(shift);
+  if (!requant_row_fast(ctx, d, mult, shift, zp_term, half_unit, window, out)) return;
+  for (int64_t c = 0; c < d; ++c)
+    if (float32_code_fast(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window).near_tie)
+      out[c] = int8_t(requantize_float32(int64_t(ctx[c]), mult, shift, zp));
 }
 
 FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t stride, int64_t d, int32_t zp,
@@ -433,6 +481,17 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
       }
     }
   });
+  return out;
+}
+
+}  // namespace fqvit
+
+namespace fqvit {
+
+std::vector<std::tuple<int64_t, int64_t, bool>> lis_level_constants() {
+  std::vector<std::tuple<int64_t, int64_t, bool>> out;
+  const LevelConstant* levels = level_constants();
+  for (int c = 0; c < kMaxLevel; ++c) out.emplace_back(int64_t(levels[c].numerator), levels[c].shift, levels[c].inclusive);
   return out;
 }
 

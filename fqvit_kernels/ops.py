@@ -23,6 +23,7 @@ from torch.library import custom_op
 
 from . import _checks as chk
 from . import reference as ref
+from .params import MAX_VARIANCE_OFFSET, max_linear_bias
 
 __all__ = [
     "OP_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "int8_matmul",
     "int8_linear",
     "ptf_layernorm",
+    "ptf_layernorm_dyadic",
     "log_int_softmax",
     "log_attn_v",
     "attention_scores",
@@ -44,7 +46,8 @@ MAX_GEMM_K = 131071  # 128 * 128 * K < 2**31
 MAX_LN_CHANNELS = 8192
 MAX_PTF_ALPHA = 3
 MAX_HEAD_DIM = 33025  # 255 * 255 * D < 2**31
-MAX_LUT_LENGTH = 1 << 16
+MAX_GELU_TABLE_LENGTH = 1 << 16
+MAX_GELU_CELL_BITS = ref.GELU_MAX_CELL_BITS
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
@@ -79,16 +82,17 @@ def _multiplier(name: str, t: torch.Tensor, device, n: int, signed: bool = False
         chk.values_in_range(name, t, 0, INT32_MAX)
 
 
-def _shift(name: str, t: torch.Tensor, device, n: int) -> None:
+def _shift(name: str, t: torch.Tensor, device, n: int, max_shift: int = 62) -> None:
     chk.tensor(name, t, torch.int32, 1, device)
     chk.shape(name, t, (n,))
     if value_checks_enabled():
-        chk.values_in_range(name, t, 1, 62)
+        chk.values_in_range(name, t, 1, max_shift)
 
 
 def _scalar_requant(prefix: str, multiplier: int, shift: int) -> None:
+    """Scalar requantization of the attention ops (FQ-ViT's float32 rounding, shift <= 52)."""
     chk.int_in_range(f"{prefix}_multiplier", multiplier, 0, INT32_MAX)
-    chk.int_in_range(f"{prefix}_shift", shift, 1, 62)
+    chk.int_in_range(f"{prefix}_shift", shift, 1, ref.MAX_FLOAT32_REQUANT_SHIFT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,26 +130,51 @@ def _(a, b):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+def _check_gelu_table(gelu_table, gelu_cell_bits, device) -> None:
+    chk.tensor("gelu_table", gelu_table, torch.int32, 1, device)
+    chk.int_in_range("gelu_cell_bits", gelu_cell_bits, 0, MAX_GELU_CELL_BITS)
+    length = gelu_table.numel()
+    if not 1 <= length <= MAX_GELU_TABLE_LENGTH:
+        raise ValueError(f"gelu_table must have 1..{MAX_GELU_TABLE_LENGTH} entries, got {length}")
+    if length << gelu_cell_bits > 1 << 30:
+        raise ValueError(f"gelu_table covers {length} cells of 2**{gelu_cell_bits}: more than 2**30 pre-GELU steps")
+    if value_checks_enabled():
+        chk.once(gelu_table, ("gelu_table", gelu_cell_bits), lambda: _check_gelu_table_values(gelu_table, gelu_cell_bits))
+
+
+def _check_gelu_table_values(table: torch.Tensor, cell_bits: int) -> None:
+    entry = table.to(torch.int64)
+    below = ((entry & 0xFF) ^ 0x80) - 0x80
+    direction = ((entry >> ref.GELU_DIRECTION_SHIFT) & 3) - 1
+    step = entry >> ref.GELU_STEP_SHIFT
+    bad = (entry < 0) | (direction > 1) | (step > (1 << cell_bits)) | (below + direction < -128) \
+        | (below + direction > 127)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(f"gelu_table[{i}] = {int(entry[i])} is not a step-table entry (below int8, direction "
+                         f"-1..1 with an int8 result, step 0..2**gelu_cell_bits; see reference.gelu_table_lookup)")
+
+
+def _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_table, gelu_cell_bits, residual,
                        residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
                        final_zero_point):
     m, n, k = _check_gemm_operands(x, weight, "x", "weight")
     dev = x.device
-    chk.tensor("bias", bias, torch.int32, 1, dev)
+    chk.tensor("bias", bias, torch.int64, 1, dev)
     chk.shape("bias", bias, (n,))
     _multiplier("multiplier", multiplier, dev, n)
     _shift("shift", shift, dev, n)
     chk.int_in_range("output_zero_point", output_zero_point, -(2**31), INT32_MAX)
     if value_checks_enabled():
-        headroom = INT32_MAX - 128 * 128 * k
+        headroom = max_linear_bias(k)
         chk.values_in_range("bias", bias, -headroom, headroom)
-    if gelu_lut is not None:
+    if gelu_table is not None:
         if residual is not None:
-            raise ValueError("gelu_lut and residual are exclusive epilogues (fc1 uses the table, proj/fc2 the residual)")
-        chk.tensor("gelu_lut", gelu_lut, torch.int8, 1, dev)
-        if not 2 <= gelu_lut.numel() <= MAX_LUT_LENGTH:
-            raise ValueError(f"gelu_lut must have 2..{MAX_LUT_LENGTH} entries, got {gelu_lut.numel()}")
+            raise ValueError("gelu_table and residual are exclusive epilogues (fc1 uses the table, proj/fc2 the residual)")
+        _check_gelu_table(gelu_table, gelu_cell_bits, dev)
     else:
+        if gelu_cell_bits != 0:
+            raise ValueError(f"gelu_cell_bits={gelu_cell_bits!r} needs a gelu_table")
         chk.zero_point("output_zero_point", output_zero_point)
     residual_parts = (branch_multiplier, residual_multiplier, residual_shift)
     if residual is None:
@@ -160,7 +189,7 @@ def _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, ge
         chk.zero_point("final_zero_point", final_zero_point)
         _multiplier("branch_multiplier", branch_multiplier, dev, n)
         _multiplier("residual_multiplier", residual_multiplier, dev, n)
-        _shift("residual_shift", residual_shift, dev, n)
+        _shift("residual_shift", residual_shift, dev, n, ref.MAX_FLOAT32_REQUANT_SHIFT)
     return m, n
 
 
@@ -172,7 +201,8 @@ def int8_linear(
     multiplier: torch.Tensor,
     shift: torch.Tensor,
     output_zero_point: int,
-    gelu_lut: Optional[torch.Tensor] = None,
+    gelu_table: Optional[torch.Tensor] = None,
+    gelu_cell_bits: int = 0,
     residual: Optional[torch.Tensor] = None,
     residual_zero_point: int = 0,
     branch_multiplier: Optional[torch.Tensor] = None,
@@ -180,21 +210,21 @@ def int8_linear(
     residual_shift: Optional[torch.Tensor] = None,
     final_zero_point: int = 0,
 ) -> torch.Tensor:
-    """Quantized linear with fused requantization (+ GELU table or residual); see reference."""
-    _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
+    """Quantized linear with fused requantization (+ GELU step table or residual); see reference."""
+    _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_table, gelu_cell_bits, residual,
                        residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
                        final_zero_point)
-    return ref.int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
-                           residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
+    return ref.int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_table, gelu_cell_bits,
+                           residual, residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
                            final_zero_point)
 
 
 @int8_linear.register_fake
-def _(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut=None, residual=None,
+def _(x, weight, bias, multiplier, shift, output_zero_point, gelu_table=None, gelu_cell_bits=0, residual=None,
       residual_zero_point=0, branch_multiplier=None, residual_multiplier=None, residual_shift=None,
       final_zero_point=0):
-    m, n = _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut, residual,
-                              residual_zero_point, branch_multiplier, residual_multiplier,
+    m, n = _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, gelu_table, gelu_cell_bits,
+                              residual, residual_zero_point, branch_multiplier, residual_multiplier,
                               residual_shift, final_zero_point)
     return x.new_empty((m, n), dtype=torch.int8)
 
@@ -204,24 +234,16 @@ def _(x, weight, bias, multiplier, shift, output_zero_point, gelu_lut=None, resi
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point):
-    chk.tensor("x", x, torch.int8, 2)
-    chk.nonempty("x", x, (1,))
-    chk.contiguous("x", x)
-    c = x.shape[1]
-    if c > MAX_LN_CHANNELS:
-        raise ValueError(f"x has C={c} channels; ptf_layernorm supports at most {MAX_LN_CHANNELS}")
+def _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point,
+                         variance_offset=0):
+    c = _check_layernorm_input(x, input_zero_point, ptf_alpha, output_zero_point)
+    chk.int_in_range("variance_offset", variance_offset, 0, MAX_VARIANCE_OFFSET)
     dev = x.device
-    chk.zero_point("input_zero_point", input_zero_point)
-    chk.zero_point("output_zero_point", output_zero_point)
-    chk.tensor("ptf_alpha", ptf_alpha, torch.int32, 1, dev)
-    chk.shape("ptf_alpha", ptf_alpha, (c,))
     _multiplier("weight_multiplier", weight_multiplier, dev, c, signed=True)
     chk.tensor("bias", bias, torch.int64, 1, dev)
     chk.shape("bias", bias, (c,))
     _shift("shift", shift, dev, c)
     if value_checks_enabled():
-        chk.values_in_range("ptf_alpha", ptf_alpha, 0, MAX_PTF_ALPHA)
         chk.values_in_range("bias", bias, -(2**60), 2**60)
     return x.shape
 
@@ -235,15 +257,85 @@ def ptf_layernorm(
     bias: torch.Tensor,
     shift: torch.Tensor,
     output_zero_point: int,
+    variance_offset: int = 0,
 ) -> torch.Tensor:
-    """Integer LayerNorm of PTF-quantized int8 rows ``[M, C]`` → int8 ``[M, C]``; see reference."""
-    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
-    return ref.ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
+    """Exact integer LayerNorm of PTF-quantized int8 rows ``[M, C]`` → int8 ``[M, C]``; see reference."""
+    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point,
+                         variance_offset)
+    return ref.ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point,
+                             variance_offset)
 
 
 @ptf_layernorm.register_fake
-def _(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point):
-    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point)
+def _(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point, variance_offset=0):
+    _check_ptf_layernorm(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zero_point,
+                         variance_offset)
+    return torch.empty_like(x)
+
+
+def _check_layernorm_input(x, input_zero_point, ptf_alpha, output_zero_point) -> int:
+    chk.tensor("x", x, torch.int8, 2)
+    chk.nonempty("x", x, (1,))
+    chk.contiguous("x", x)
+    c = x.shape[1]
+    if c > MAX_LN_CHANNELS:
+        raise ValueError(f"x has C={c} channels; the LayerNorm ops support at most {MAX_LN_CHANNELS}")
+    chk.zero_point("input_zero_point", input_zero_point)
+    chk.zero_point("output_zero_point", output_zero_point)
+    chk.tensor("ptf_alpha", ptf_alpha, torch.int32, 1, x.device)
+    chk.shape("ptf_alpha", ptf_alpha, (c,))
+    if value_checks_enabled():
+        chk.values_in_range("ptf_alpha", ptf_alpha, 0, MAX_PTF_ALPHA)
+    return c
+
+
+def _check_ptf_layernorm_dyadic(x, input_zero_point, ptf_alpha, gamma_multiplier, gamma_shift, beta,
+                                output_zero_point):
+    c = _check_layernorm_input(x, input_zero_point, ptf_alpha, output_zero_point)
+    dev = x.device
+    chk.tensor("gamma_multiplier", gamma_multiplier, torch.int32, 1, dev)
+    chk.shape("gamma_multiplier", gamma_multiplier, (c,))
+    chk.tensor("gamma_shift", gamma_shift, torch.int32, 1, dev)
+    chk.shape("gamma_shift", gamma_shift, (c,))
+    chk.tensor("beta", beta, torch.int64, 1, dev)
+    chk.shape("beta", beta, (c,))
+    if value_checks_enabled():
+        chk.values_in_range("gamma_multiplier", gamma_multiplier, -INT32_MAX, INT32_MAX)
+        chk.once(gamma_multiplier, "normalised", lambda: _check_normalised_multipliers(gamma_multiplier))
+        chk.values_in_range("gamma_shift", gamma_shift, ref.LN_DYADIC_MIN_GAMMA_SHIFT, ref.LN_DYADIC_MAX_GAMMA_SHIFT)
+        chk.values_in_range("beta", beta, -(2**62), 2**62)
+    return x.shape
+
+
+def _check_normalised_multipliers(t: torch.Tensor) -> None:
+    magnitude = t.to(torch.int64).abs()
+    bad = (magnitude != 0) & (magnitude < 2**30)
+    if bool(bad.any()):
+        raise ValueError(f"gamma_multiplier values must be 0 or have |value| in [2**30, 2**31) (31-bit mantissas), "
+                         f"got {int(t[torch.nonzero(bad)[0]])}")
+
+
+@custom_op("fqvit::ptf_layernorm_dyadic", mutates_args=())
+def ptf_layernorm_dyadic(
+    x: torch.Tensor,
+    input_zero_point: int,
+    ptf_alpha: torch.Tensor,
+    gamma_multiplier: torch.Tensor,
+    gamma_shift: torch.Tensor,
+    beta: torch.Tensor,
+    output_zero_point: int,
+) -> torch.Tensor:
+    """FQ-ViT's integer LayerNorm (8-bit dyadic ``M / 2**N`` factor) of PTF int8 rows; see reference."""
+    _check_ptf_layernorm_dyadic(x, input_zero_point, ptf_alpha, gamma_multiplier, gamma_shift, beta,
+                                output_zero_point)
+    return ref.ptf_layernorm_dyadic(x, input_zero_point, ptf_alpha, gamma_multiplier, gamma_shift, beta,
+                                    output_zero_point)
+
+
+@ptf_layernorm_dyadic.register_fake
+def _(x, input_zero_point, ptf_alpha, gamma_multiplier, gamma_shift, beta, output_zero_point):
+    _check_ptf_layernorm_dyadic(x, input_zero_point, ptf_alpha, gamma_multiplier, gamma_shift, beta,
+                                output_zero_point)
     return torch.empty_like(x)
 
 
@@ -253,22 +345,25 @@ def _(x, input_zero_point, ptf_alpha, weight_multiplier, bias, shift, output_zer
 
 
 def _check_exp_table(exp_table: torch.Tensor, device, row_length: int) -> None:
-    chk.tensor("exp_table", exp_table, torch.int64, 1, device)
-    chk.shape("exp_table", exp_table, (256,))
+    chk.tensor("exp_table", exp_table, torch.int64, 2, device)
+    chk.shape("exp_table", exp_table, (256, 256))
     if value_checks_enabled():
         chk.values_in_range("exp_table", exp_table, 0, INT64_MAX)
         chk.once(exp_table, ("exp_table", row_length), lambda: _check_exp_table_values(exp_table, row_length))
 
 
 def _check_exp_table_values(exp_table: torch.Tensor, row_length: int) -> None:
+    if not bool(torch.equal(ref.round_to_float32(exp_table), exp_table.to(torch.int64))):
+        raise ValueError("exp_table entries must be float32-representable integers (at most 24 significant bits), "
+                         "as FQ-ViT's float32 exponents are (see params.lis_exp_table)")
     top = int(exp_table.max())
     if top * row_length > INT64_MAX:
         raise ValueError(
             f"exp_table max {top} times {row_length} keys overflows int64: the score scale is too "
             "small for this sequence length (see docs/numerics.md)"
         )
-    if int(exp_table[0]) <= 0:
-        raise ValueError("exp_table[0] (the row maximum's exponent) must be > 0")
+    if int(exp_table[:, 0].min()) <= 0:
+        raise ValueError("exp_table[:, 0] (the row maximum's own exponent) must be > 0")
 
 
 def _check_log_int_softmax(scores, exp_table, bits):
@@ -471,6 +566,7 @@ OPS = {
     "int8_matmul": int8_matmul,
     "int8_linear": int8_linear,
     "ptf_layernorm": ptf_layernorm,
+    "ptf_layernorm_dyadic": ptf_layernorm_dyadic,
     "log_int_softmax": log_int_softmax,
     "log_attn_v": log_attn_v,
     "attention_scores": attention_scores,
@@ -488,6 +584,7 @@ CHECKS: Dict[str, Callable[..., object]] = {
     "int8_matmul": lambda a, b: _check_gemm_operands(a, b, "a", "b"),
     "int8_linear": _check_int8_linear,
     "ptf_layernorm": _check_ptf_layernorm,
+    "ptf_layernorm_dyadic": _check_ptf_layernorm_dyadic,
     "log_int_softmax": _check_log_int_softmax,
     "log_attn_v": _check_log_attn_v,
     "attention_scores": _check_attention_scores,

@@ -20,6 +20,8 @@ __all__ = [
     "linear_case",
     "matmul_case",
     "layernorm_case",
+    "layernorm_dyadic_case",
+    "random_step_table",
     "scores_case",
     "attention_case",
     "quantize_case",
@@ -64,16 +66,28 @@ def matmul_case(m: int, n: int, k: int, gen: torch.Generator) -> OpCase:
     return OpCase("int8_matmul", (_int8(gen, m, k), _int8(gen, n, k)))
 
 
-def linear_case(m: int, n: int, k: int, gen: torch.Generator, epilogue: str = "plain",
-                lut_length: int = 1024) -> OpCase:
-    """``int8_linear`` arguments; ``epilogue`` is ``plain``, ``gelu`` or ``residual``."""
+def random_step_table(gen: torch.Generator, length: int, cell_bits: int) -> torch.Tensor:
+    """A valid but arbitrary GELU step table (``reference.gelu_table_lookup``): random codes,
+    directions and step positions, including steps at 0 and at ``2**cell_bits`` (never taken)."""
+    below = torch.randint(-127, 127, (length,), generator=gen)
+    direction = torch.randint(-1, 2, (length,), generator=gen)
+    step = torch.randint(0, (1 << cell_bits) + 1, (length,), generator=gen)
+    edge = torch.rand(length, generator=gen)
+    step = torch.where(edge < 0.1, torch.zeros_like(step), torch.where(edge > 0.9, torch.full_like(step, 1 << cell_bits), step))
+    entry = (step << reference.GELU_STEP_SHIFT) | ((direction + 1) << reference.GELU_DIRECTION_SHIFT) | (below & 0xFF)
+    return entry.to(torch.int32)
+
+
+def linear_case(m: int, n: int, k: int, gen: torch.Generator, epilogue: str = "plain") -> OpCase:
+    """``int8_linear`` arguments; ``epilogue`` is ``plain``, ``gelu`` (FQ-ViT's quantized GELU as a
+    step table, :func:`fqvit_kernels.params.gelu_table`), ``steps`` (a random step table on a
+    random pre-GELU grid) or ``residual``."""
     x = _int8(gen, m, k)
     weight = _int8(gen, n, k)
     x_scale = float(_uniform(gen, 0.01, 0.1))
     x_zp = _zero_point(gen)
     w_scale = _uniform(gen, 0.002, 0.02, (n,))
     bias = torch.randn(n, generator=gen, dtype=torch.float64) * 0.5
-    folded = params.fold_linear_bias(bias, weight, x_scale, w_scale, x_zp)
     # Output scale: the float output's spread over ~25-50 LSB, as a calibrated observer would set.
     exact = (x.to(torch.int64) - x_zp).to(torch.float64) @ weight.to(torch.float64).t() * x_scale * w_scale
     # RMS rather than std: defined for a single output, and never below one accumulator step.
@@ -81,14 +95,26 @@ def linear_case(m: int, n: int, k: int, gen: torch.Generator, epilogue: str = "p
     out_scale = acc_std / float(_uniform(gen, 25.0, 50.0))
     floats = dict(x_scale=x_scale, x_zero_point=x_zp, weight_scale=w_scale, bias=bias, out_scale=out_scale)
     if epilogue == "gelu":
-        pre_zp = lut_length // 2
-        mult, shift = params.fixed_point_multipliers(x_scale * w_scale / out_scale, "requant ratio")
         gelu_scale = acc_std / float(_uniform(gen, 30.0, 60.0))
-        lut = params.gelu_lut(out_scale, pre_zp, lut_length, gelu_scale, -128 + 14)
-        floats.update(gelu_scale=gelu_scale, gelu_zero_point=-128 + 14, pre_zero_point=pre_zp)
-        return OpCase("int8_linear", (x, weight, folded, mult, shift, pre_zp, lut), floats)
+        gelu_zp = -128 + int(torch.randint(0, 40, (), generator=gen))
+        table = params.gelu_table(gelu_scale, gelu_zp)
+        folded, mult, shift = params.linear_params(weight, w_scale, x_scale, x_zp, table.pre_scale, bias)
+        floats.update(gelu_scale=gelu_scale, gelu_zero_point=gelu_zp, pre_scale=table.pre_scale)
+        return OpCase("int8_linear", (x, weight, folded, mult, shift, table.pre_zero_point, table.table,
+                                      table.cell_bits), floats)
+    if epilogue == "steps":
+        length = int(torch.randint(1, 300, (), generator=gen))
+        cell_bits = int(torch.randint(0, 21, (), generator=gen))
+        while length << cell_bits > 1 << 30:
+            cell_bits -= 1
+        table = random_step_table(gen, length, cell_bits)
+        span = length << cell_bits
+        # The outputs' +-3 std cover 1.5x the table, so some fall outside it on both sides.
+        pre_scale = 6 * acc_std / (1.5 * span)
+        folded, mult, shift = params.linear_params(weight, w_scale, x_scale, x_zp, pre_scale, bias)
+        return OpCase("int8_linear", (x, weight, folded, mult, shift, span // 2, table, cell_bits), floats)
     out_zp = _zero_point(gen)
-    mult, shift = params.fixed_point_multipliers(x_scale * w_scale / out_scale, "requant ratio")
+    folded, mult, shift = params.linear_params(weight, w_scale, x_scale, x_zp, out_scale, bias)
     floats["out_zero_point"] = out_zp
     if epilogue == "plain":
         return OpCase("int8_linear", (x, weight, folded, mult, shift, out_zp), floats)
@@ -102,7 +128,7 @@ def linear_case(m: int, n: int, k: int, gen: torch.Generator, epilogue: str = "p
         out_scale / final_scale, res_scale / final_scale, ("branch ratio", "residual ratio"))
     floats.update(residual_scale=res_scale, residual_zero_point=res_zp, final_scale=final_scale,
                   final_zero_point=final_zp)
-    return OpCase("int8_linear", (x, weight, folded, mult, shift, out_zp, None, residual, res_zp,
+    return OpCase("int8_linear", (x, weight, folded, mult, shift, out_zp, None, 0, residual, res_zp,
                                   m_branch, m_res, r_shift, final_zp), floats)
 
 
@@ -136,23 +162,46 @@ def ptf_activation(m: int, c: int, gen: torch.Generator, wide_channels: int = 4,
     return x_q, zp_u - 128, alpha, scale, x
 
 
-def layernorm_case(m: int, c: int, gen: torch.Generator, wide_channels: int = 4) -> OpCase:
+def layernorm_case(m: int, c: int, gen: torch.Generator, wide_channels: int = 4, eps: float = 0.0) -> OpCase:
+    """``ptf_layernorm`` (the exact LayerNorm); with ``eps`` the ``variance_offset`` argument too."""
     x_q, zp, alpha, scale, _ = ptf_activation(m, c, gen, wide_channels)
     gamma = 1.0 + 0.3 * torch.randn(c, generator=gen, dtype=torch.float64)
     beta = 0.2 * torch.randn(c, generator=gen, dtype=torch.float64)
     out_scale = float(_uniform(gen, 0.02, 0.05))
     out_zp = _zero_point(gen) // 4
     weight_mult, bias, shift = params.layernorm_params(gamma, beta, out_scale)
+    floats = dict(scale=scale, gamma=gamma, beta=beta, out_scale=out_scale, eps=eps)
+    args = (x_q, zp, alpha, weight_mult, bias, shift, out_zp)
+    if eps:
+        grid = float(scale[0]) / 2.0 ** int(alpha[0])  # the grid X = (x - zp) << alpha lies on
+        args += (params.layernorm_variance_offset(c, eps, grid),)
+    return OpCase("ptf_layernorm", args, floats)
+
+
+def layernorm_dyadic_case(m: int, c: int, gen: torch.Generator, wide_channels: int = 4) -> OpCase:
+    """``ptf_layernorm_dyadic`` (FQ-ViT's integer LayerNorm) on the same kind of input; a few
+    ``gamma`` are 0 or negative. ``alpha`` counts from the finest channel (``min(alpha) = 0``), as
+    FQ-ViT's formula and :func:`fqvit_kernels.params.ptf_alpha` do."""
+    x_q, zp, alpha, scale, _ = ptf_activation(m, c, gen, wide_channels)
+    alpha = alpha - alpha.min()
+    gamma = 1.0 + 0.3 * torch.randn(c, generator=gen, dtype=torch.float64)
+    gamma[torch.rand(c, generator=gen) < 0.05] *= -1.0
+    gamma[torch.rand(c, generator=gen) < 0.02] = 0.0
+    beta = 0.2 * torch.randn(c, generator=gen, dtype=torch.float64)
+    out_scale = float(_uniform(gen, 0.02, 0.05))
+    out_zp = _zero_point(gen) // 4
+    gm, gs, beta_fixed = params.layernorm_dyadic_params(gamma, beta, out_scale)
     floats = dict(scale=scale, gamma=gamma, beta=beta, out_scale=out_scale)
-    return OpCase("ptf_layernorm", (x_q, zp, alpha, weight_mult, bias, shift, out_zp), floats)
+    return OpCase("ptf_layernorm_dyadic", (x_q, zp, alpha, gm, gs, beta_fixed, out_zp), floats)
 
 
 def scores_case(shape, gen: torch.Generator, bits: int = 4) -> OpCase:
     """Random int8 score rows on a random grid scale (typical ViT range 0.02..0.3)."""
     score_scale = float(_uniform(gen, 0.02, 0.3))
+    score_zp = _zero_point(gen) // 2
     scores = _int8(gen, *shape)
-    table = params.lis_exp_table(score_scale)
-    return OpCase("log_int_softmax", (scores, table, bits), dict(score_scale=score_scale))
+    table = params.lis_exp_table(score_scale, score_zp)
+    return OpCase("log_int_softmax", (scores, table, bits), dict(score_scale=score_scale, score_zero_point=score_zp))
 
 
 def attention_case(b: int, h: int, n: int, d: int, gen: torch.Generator) -> OpCase:
@@ -164,7 +213,7 @@ def attention_case(b: int, h: int, n: int, d: int, gen: torch.Generator) -> OpCa
     score_scale = 6 * score_float_std / 255
     score_mult, score_shift = params.fixed_point_multiplier(qkv_scale**2 / d**0.5 / score_scale, "score ratio")
     score_zp = _zero_point(gen) // 4
-    table = params.lis_exp_table(score_scale)
+    table = params.lis_exp_table(score_scale, score_zp)
     out_scale = qkv_scale * float(_uniform(gen, 1.0, 2.0))
     out_mult, out_shift = params.fixed_point_multiplier(qkv_scale * 2.0**-15 / out_scale, "context ratio")
     out_zp = _zero_point(gen) // 4
@@ -188,9 +237,11 @@ def small_cases(gen: torch.Generator):
     return [
         matmul_case(7, 9, 13, gen),
         linear_case(7, 24, 40, gen),
-        linear_case(5, 16, 24, gen, "gelu", lut_length=256),
+        linear_case(5, 16, 24, gen, "gelu"),
+        linear_case(5, 16, 24, gen, "steps"),
         linear_case(3, 16, 24, gen, "residual"),
-        layernorm_case(7, 33, gen),
+        layernorm_case(7, 33, gen, eps=1e-6),
+        layernorm_dyadic_case(7, 33, gen),
         scores_case((2, 3, 7, 7), gen),
         OpCase("log_attn_v", (torch.randint(0, 16, (2, 3, 7, 7), generator=gen).to(torch.uint8),
                               _int8(gen, 2, 3, 7, 5), 3)),

@@ -20,9 +20,11 @@ def _cases(gen):
     return [
         ("int8_matmul", gemm.int8_matmul, testing.matmul_case(33, 50, 40, gen)),
         ("int8_linear plain", gemm.int8_linear, testing.linear_case(33, 50, 40, gen)),
-        ("int8_linear gelu", gemm.int8_linear, testing.linear_case(7, 70, 13, gen, "gelu", lut_length=256)),
+        ("int8_linear gelu", gemm.int8_linear, testing.linear_case(7, 70, 13, gen, "gelu")),
+        ("int8_linear steps", gemm.int8_linear, testing.linear_case(9, 70, 13, gen, "steps")),
         ("int8_linear residual", gemm.int8_linear, testing.linear_case(65, 130, 72, gen, "residual")),
         ("ptf_layernorm", layernorm.ptf_layernorm, testing.layernorm_case(37, 200, gen)),
+        ("ptf_layernorm_dyadic", layernorm.ptf_layernorm_dyadic, testing.layernorm_dyadic_case(37, 200, gen)),
         ("log_int_softmax", softmax.log_int_softmax, codes_case),
         ("log_attn_v", attn_v.log_attn_v,
          testing.OpCase("log_attn_v", (ref.log_int_softmax(*codes_case.args), v, 5))),

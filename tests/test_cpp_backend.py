@@ -65,8 +65,8 @@ def test_int8_gemms_ragged(m, gen):
     # K = 1 and N = 1 make the transposed weight a [1, N] / [K, 1] view with degenerate strides.
     for n, k in ((9, 13), (48, 100), (24, 385), (5, 1), (1, 7), (1, 1)):
         check("int8_matmul", testing.matmul_case(m, n, k, gen).args, f"M={m} N={n} K={k}")
-        for epilogue in ("plain", "gelu", "residual") if m * n >= 2 else ():  # linear_case needs 2 outputs
-            case = testing.linear_case(m, n, k, gen, epilogue, lut_length=300)
+        for epilogue in ("plain", "gelu", "steps", "residual") if m * n >= 2 else ():  # linear_case: 2 outputs
+            case = testing.linear_case(m, n, k, gen, epilogue)
             check("int8_linear", case.args, f"{epilogue} M={m} N={n} K={k}")
 
 
@@ -78,9 +78,12 @@ def test_int8_gemms_strided_inputs(gen):
     args = list(case.args)
     args[0], args[1] = x, weight
     args[2] = torch.stack([args[2], args[2]], 1)[:, 0]  # strided bias
-    args[7] = args[7].t().contiguous().t()  # column-major residual
-    args[2] = torch.clamp(args[2], -(2**20), 2**20)
+    args[8] = args[8].t().contiguous().t()  # column-major residual
     check("int8_linear", tuple(args), "strided")
+    gelu = list(testing.linear_case(40, 24, 37, gen, "gelu").args)
+    gelu[0], gelu[1] = x, weight
+    gelu[6] = torch.stack([gelu[6], gelu[6]], 1)[:, 0]  # strided table
+    check("int8_linear", tuple(gelu), "strided gelu table")
 
 
 def test_int8_gemms_empty_rows(gen):
@@ -96,17 +99,17 @@ def test_int8_gemms_at_max_k():
     w = torch.full((3, k), -128, dtype=torch.int8)
     w[2, ::2] = 127
     check("int8_matmul", (x, w), "K=MAX_GEMM_K")
-    headroom = INT32_MAX - 128 * 128 * k
-    bias = torch.tensor([headroom, -headroom, 0], dtype=torch.int32)
+    headroom = params.max_linear_bias(k)
+    bias = torch.tensor([headroom, -headroom, 0], dtype=torch.int64)
     mult = torch.tensor([INT32_MAX, 1, 2**30], dtype=torch.int32)
     shift = torch.tensor([62, 1, 31], dtype=torch.int32)
     check("int8_linear", (x, w, bias, mult, shift, 0), "K=MAX_GEMM_K plain")
-    lut = torch.randint(-128, 128, (ops.MAX_LUT_LENGTH,), dtype=torch.int8)
-    check("int8_linear", (x, w, bias, mult, shift, 2**15, lut), "K=MAX_GEMM_K gelu")
+    table = testing.random_step_table(torch.Generator().manual_seed(0), ops.MAX_GELU_TABLE_LENGTH, 14)
+    check("int8_linear", (x, w, bias, mult, shift, 2**30, table, 14), "K=MAX_GEMM_K gelu")
     res = torch.tensor([[127, -128, 5], [-128, 127, 0]], dtype=torch.int8)
     ones = torch.full((3,), INT32_MAX, dtype=torch.int32)
-    check("int8_linear", (x, w, bias, mult, shift, 127, None, res, -128, ones, ones,
-                          torch.tensor([1, 62, 40], dtype=torch.int32), 127), "K=MAX_GEMM_K residual")
+    check("int8_linear", (x, w, bias, mult, shift, 127, None, 0, res, -128, ones, ones,
+                          torch.tensor([1, 52, 40], dtype=torch.int32), 127), "K=MAX_GEMM_K residual")
 
 
 def test_int8_linear_extreme_parameters(gen):
@@ -117,11 +120,24 @@ def test_int8_linear_extreme_parameters(gen):
         shift = torch.full((17,), shift_value, dtype=torch.int32)
         for zp in (-128, 127):
             check("int8_linear", (x, w, bias, mult, shift, zp), f"plain m={mult_value} s={shift_value}")
-            args = (x, w, bias, mult, shift, zp, None) + case.args[7:]
+            args = (x, w, bias, mult, shift, zp, None, 0) + case.args[8:]
             check("int8_linear", args, f"residual m={mult_value} s={shift_value}")
-        lut = torch.randint(-128, 128, (2,), generator=gen, dtype=torch.int8)
-        check("int8_linear", (x, w, bias, mult, shift, -(2**31), lut), "gelu 2-entry table")
-        check("int8_linear", (x, w, bias, mult, shift, INT32_MAX, lut), "gelu 2-entry table")
+        for bits in (0, 3, 20):
+            table = testing.random_step_table(gen, 2, bits)
+            for t_zp in (-(2**31), INT32_MAX, 0):
+                check("int8_linear", (x, w, bias, mult, shift, t_zp, table, bits), f"gelu 2-cell table bits={bits}")
+
+
+def test_int8_linear_gelu_step_table_edges(gen):
+    """Steps at 0 and at 2**bits (never taken), falling and rising steps, indices far outside."""
+    case = testing.linear_case(70, 33, 48, gen, "steps")
+    x, w, bias, mult, shift, t_zp, table, bits = case.args
+    check("int8_linear", case.args, f"random table L={table.numel()} bits={bits}")
+    for length, cell_bits in ((1, 0), (1, 20), (5, 0), (300, 7), (2**10, 20)):
+        table = testing.random_step_table(gen, length, cell_bits)
+        span = length << cell_bits
+        for zp in (span // 2, 0, span, -span, 2**31 - 1):
+            check("int8_linear", (x, w, bias, mult, shift, zp, table, cell_bits), f"L={length} bits={cell_bits}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +147,9 @@ def test_int8_linear_extreme_parameters(gen):
 
 @pytest.mark.parametrize("m,c", [(1, 1), (7, 7), (197, 384), (577, 33), (3, ops.MAX_LN_CHANNELS)])
 def test_ptf_layernorm_ragged(m, c, gen):
-    check("ptf_layernorm", testing.layernorm_case(m, c, gen, wide_channels=min(4, c)).args, f"M={m} C={c}")
+    for eps in (0.0, 1e-6, 1e-2):
+        check("ptf_layernorm", testing.layernorm_case(m, c, gen, wide_channels=min(4, c), eps=eps).args,
+              f"M={m} C={c} eps={eps}")
 
 
 def test_ptf_layernorm_edges(gen):
@@ -152,11 +170,41 @@ def test_ptf_layernorm_edges(gen):
         shift_s = torch.full((c,), s, dtype=torch.int32)
         for in_zp in (-128, 127):
             check("ptf_layernorm", (x, in_zp, alpha3, wide, big_bias, shift_s, 127), f"extreme s={s}")
+            check("ptf_layernorm", (x, in_zp, alpha3, wide, big_bias, shift_s, 127, params.MAX_VARIANCE_OFFSET),
+                  f"largest variance offset s={s}")
     rows_equal = torch.full((4, ops.MAX_LN_CHANNELS), -5, dtype=torch.int8)
     rows_equal[1, -1] = 6
     c = ops.MAX_LN_CHANNELS
     check("ptf_layernorm", (rows_equal, 127, torch.full((c,), 3, dtype=torch.int32), torch.full((c,), INT32_MAX, dtype=torch.int32),
                             torch.zeros(c, dtype=torch.int64), torch.full((c,), 40, dtype=torch.int32), 0), "max C")
+
+
+@pytest.mark.parametrize("m,c", [(1, 1), (7, 7), (197, 384), (577, 33), (3, ops.MAX_LN_CHANNELS)])
+def test_ptf_layernorm_dyadic_ragged(m, c, gen):
+    check("ptf_layernorm_dyadic", testing.layernorm_dyadic_case(m, c, gen, wide_channels=min(4, c)).args, f"M={m} C={c}")
+
+
+def test_ptf_layernorm_dyadic_edges(gen):
+    m, c = 9, 50
+    x, zp, alpha, gm, gs, beta, out_zp = testing.layernorm_dyadic_case(m, c, gen).args
+    x = x.clone()
+    x[0] = 17  # zero variance
+    x[1] = zp
+    x[2] = torch.where(torch.arange(c) % 2 == 0, 127, -128).to(torch.int8)  # largest spread
+    x[3] = -128
+    x[3, 0] = 127  # one outlier channel: a tiny sigma, a huge A (N = 0, M = 255)
+    x[4] = 5
+    x[4, 7] = 6  # the smallest nonzero variance
+    check("ptf_layernorm_dyadic", (x, zp, alpha, gm, gs, beta, out_zp), "zero-variance / extreme rows")
+    alpha3 = torch.full((c,), ops.MAX_PTF_ALPHA, dtype=torch.int32)
+    signs = torch.where(torch.arange(c) % 3 == 0, 1, -1)
+    for mult_mag, shift_value, beta_value in ((INT32_MAX, 15, 2**62), (2**30, 62, -(2**62)), (0, 31, 0),
+                                              (2**30 + 12345, 15, 7)):
+        mult = (signs * mult_mag).to(torch.int32)
+        shift = torch.full((c,), shift_value, dtype=torch.int32)
+        betas = torch.where(torch.arange(c) % 2 == 0, beta_value, -beta_value).to(torch.int64)
+        for in_zp in (-128, 127):
+            check("ptf_layernorm_dyadic", (x, in_zp, alpha3, mult, shift, betas, 127), f"extreme |gm|={mult_mag}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +218,11 @@ def test_log_int_softmax_ragged(n, gen):
         check("log_int_softmax", testing.scores_case((2, 3, n), gen, bits).args, f"N={n} bits={bits}")
 
 
+def _rows(table_1d: torch.Tensor) -> torch.Tensor:
+    """A [256, 256] exponent table whose every row is ``table_1d`` (by distance)."""
+    return table_1d.to(torch.int64).expand(256, 256).contiguous()
+
+
 def test_log_int_softmax_edges(gen):
     n = 197
     scores = _int8(gen, 6, n)
@@ -179,17 +232,19 @@ def test_log_int_softmax_edges(gen):
     scores[2, ::2] = 127
     only_max = torch.zeros(256, dtype=torch.int64)
     only_max[0] = 1000
-    check("log_int_softmax", (scores, only_max, 4), "all masked except the max")
-    check("log_int_softmax", (scores, torch.ones(256, dtype=torch.int64), 8), "flat table")
-    top = torch.full((256,), (2**63 - 1) // n, dtype=torch.int64)
+    check("log_int_softmax", (scores, _rows(only_max), 4), "all masked except the max")
+    check("log_int_softmax", (scores, _rows(torch.ones(256)), 8), "flat table")
+    top = torch.full((256,), ref.round_to_float32(torch.tensor((2**63 - 1) // n)).item() // 2, dtype=torch.int64)
     top[1::2] = 1
-    check("log_int_softmax", (scores, top, 4), "largest table")
-    table = params.lis_exp_table(0.3)
+    check("log_int_softmax", (scores, _rows(top), 4), "largest table")
+    table = params.lis_exp_table(0.3, 4)
     check("log_int_softmax", (scores.t(), table, 4), "strided scores")
     check("log_int_softmax", (torch.tensor([3], dtype=torch.int8), table, 4), "rank 1")
     check("log_int_softmax", (_int8(gen, 0, 4, 7), table, 4), "empty")
-    for score_scale in (0.005, 0.02, 1.0):  # ops require table.max() * N < 2**63 and table[0] > 0
-        check("log_int_softmax", (scores, params.lis_exp_table(score_scale), 4), f"scale {score_scale}")
+    for score_scale in (0.005, 0.02, 1.0):  # ops require table.max() * N < 2**63 and table[:, 0] > 0
+        check("log_int_softmax", (scores, params.lis_exp_table(score_scale, -20), 4), f"scale {score_scale}")
+    rows_differ = torch.randint(1, 2**24, (256, 256), generator=gen)  # every row its own exponents
+    check("log_int_softmax", (scores, rows_differ, 4), "per-row tables")
 
 
 @settings(max_examples=25, deadline=None)
@@ -198,8 +253,8 @@ def test_log_int_softmax_small_tables_hit_rounding_ties(data):
     # Tiny exponent tables make E / e land exactly on the half-way points of the round-half-even
     # ratio and on the masking threshold, where a division-free shortcut is easiest to get wrong.
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
-    table = torch.randint(0, data.draw(st.integers(2, 64), label="table max"), (256,), generator=gen)
-    table[0] = table[0].clamp(min=1)
+    table = torch.randint(0, data.draw(st.integers(2, 64), label="table max"), (256, 256), generator=gen)
+    table[:, 0] = table[:, 0].clamp(min=1)
     rows, n = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 60))
     spread = data.draw(st.integers(1, 256), label="score spread")
     scores = (torch.randint(0, spread, (rows, n), generator=gen) - 128).to(torch.int8)
@@ -217,8 +272,27 @@ def test_log_int_softmax_masking_threshold_ties():
             table[0] = 2 * t - 3 + delta
             table[1] = 2
             scores = torch.tensor([[10, 9, -100, -100]], dtype=torch.int8)  # E = e0 + 2
-            if table[0] > 0 and table.max() * 4 < 2**63:
-                check("log_int_softmax", (scores, table, bits), f"bits={bits} delta={delta}")
+            if table[0] > 0 and table.max() * 4 < 2**63 and ref.round_to_float32(table[0]) == table[0]:
+                check("log_int_softmax", (scores, _rows(table), bits), f"bits={bits} delta={delta}")
+
+
+def test_log_int_softmax_float32_rounding_of_the_sum(gen):
+    """Row sums above 2**24 whose float32 rounding moves a ratio onto (or off) a half-integer."""
+    for _ in range(200):
+        e1 = int(torch.randint(1, 2**20, (), generator=gen)) << int(torch.randint(0, 20, (), generator=gen))
+        e1 = int(ref.round_to_float32(torch.tensor(e1)))
+        k = int(torch.randint(1, 20000, (), generator=gen))
+        base = (2 * k + 1) * e1 // 2  # E / e1 = k + 1/2 (or just below)
+        e2 = int(torch.randint(0, 2**8, (), generator=gen))
+        e0 = int(ref.round_to_float32(torch.tensor(max(base - e1 - e2, 1))))
+        table = torch.zeros(256, dtype=torch.int64)
+        table[0], table[1], table[2] = max(e0, e1), e1, e2
+        scores = torch.tensor([[3, 2, 1, 3]], dtype=torch.int8)
+        check("log_int_softmax", (scores, _rows(table), 8), f"e1={e1} k={k}")
+
+
+def test_lis_level_constants_match_the_reference():
+    assert [tuple(c) for c in _C.lis_level_constants()] == list(ref.lis_level_constants())
 
 
 def _lis_codes(gen, shape):
@@ -251,7 +325,7 @@ def test_attention_scores_shapes(gen):
                         ((4, 1), 6), ((1, 5), 1)):
         q = _int8(gen, *q_shape)
         k = _int8(gen, *q_shape[:-2], nk, q_shape[-1])
-        for zp, mult, shift, szp in ((-128, INT32_MAX, 62, 127), (127, 1 << 30, 40, -128), (3, INT32_MAX, 1, 0)):
+        for zp, mult, shift, szp in ((-128, INT32_MAX, 52, 127), (127, 1 << 30, 40, -128), (3, INT32_MAX, 1, 0)):
             check("attention_scores", (q, k, zp, mult, shift, szp), f"{q_shape} Nk={nk}")
     q = _int8(gen, 2, 9, 3, 16).transpose(1, 2)
     check("attention_scores", (q, q.flip(-2), 5, 1 << 30, 44, 1), "strided")
@@ -276,11 +350,11 @@ def test_int_attention_strided_and_edges(gen):
     only_max = torch.zeros(256, dtype=torch.int64)
     only_max[0] = 7
     for zp in (-128, 127):
-        check("int_attention", (q, k, v, zp, INT32_MAX, 62, 127, only_max, INT32_MAX, 1, -128), "extreme")
-        check("int_attention", (q, k, v, zp, 1 << 30, 20, -128, table, 1, 62, 127), "extreme")
+        check("int_attention", (q, k, v, zp, INT32_MAX, 52, 127, _rows(only_max), INT32_MAX, 1, -128), "extreme")
+        check("int_attention", (q, k, v, zp, 1 << 30, 20, -128, table, 1, 52, 127), "extreme")
     # Scores all on one grid point: every code is ~log2(N), none masked (the dense attn@V path).
     flat = testing.attention_case(1, 2, 197, 64, gen).args
-    check("int_attention", flat[:4] + (1, 62, 0) + flat[7:], "flat softmax, N=197")
+    check("int_attention", flat[:4] + (1, 52, 0) + flat[7:], "flat softmax, N=197")
     # Expanded (stride-0) token dimension: torch._int_mm mishandles such operands.
     q1, k1, v1 = (_int8(gen, b, h, 1, d).expand(b, h, n, d) for _ in range(3))
     check("int_attention", (q1, k1, v1) + case.args[3:], "stride-0 tokens")
@@ -323,17 +397,17 @@ def test_quantize_dequantize(gen):
 @given(data=st.data())
 def test_property_random_shapes_and_parameters(data):
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="seed"))
-    kind = data.draw(st.sampled_from(["linear", "layernorm", "softmax", "attention"]), label="op")
+    kind = data.draw(st.sampled_from(["linear", "layernorm", "layernorm_dyadic", "softmax", "attention"]), label="op")
     if kind == "linear":
         # linear_case derives the output scale from the outputs' spread: it needs M * N >= 2.
         m, n, k = data.draw(st.integers(2, 70)), data.draw(st.integers(1, 40)), data.draw(st.integers(1, 300))
-        epilogue = data.draw(st.sampled_from(["plain", "gelu", "residual"]))
-        lut = data.draw(st.integers(2, 4096))
-        check("int8_linear", testing.linear_case(m, n, k, gen, epilogue, lut).args, f"{epilogue} {m}x{n}x{k}")
+        epilogue = data.draw(st.sampled_from(["plain", "gelu", "steps", "residual"]))
+        check("int8_linear", testing.linear_case(m, n, k, gen, epilogue).args, f"{epilogue} {m}x{n}x{k}")
         check("int8_matmul", testing.matmul_case(m, n, k, gen).args)
-    elif kind == "layernorm":
+    elif kind in ("layernorm", "layernorm_dyadic"):
         m, c = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 1100))
-        check("ptf_layernorm", testing.layernorm_case(m, c, gen, wide_channels=min(4, c)).args, f"{m}x{c}")
+        make = testing.layernorm_case if kind == "layernorm" else testing.layernorm_dyadic_case
+        check(make(1, 1, gen).name, make(m, c, gen, wide_channels=min(4, c)).args, f"{m}x{c}")
     elif kind == "softmax":
         rows, n = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 300))
         bits = data.draw(st.integers(1, 8))
@@ -353,6 +427,7 @@ def test_one_and_two_threads_give_identical_bits(gen):
         testing.linear_case(300, 96, 77, gen, "residual"),
         testing.linear_case(300, 96, 77, gen, "gelu"),
         testing.layernorm_case(300, 200, gen),
+        testing.layernorm_dyadic_case(300, 200, gen),
         testing.scores_case((4, 3, 120, 120), gen),
         testing.attention_case(2, 3, 197, 64, gen),
         testing.quantize_case((300, 64), gen, per_channel=True),

@@ -50,9 +50,9 @@ seeds = st.integers(0, 2**31 - 1)
 
 @FUZZ
 @given(m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(1, 96),
-       epilogue=st.sampled_from(["plain", "gelu", "residual"]), seed=seeds)
+       epilogue=st.sampled_from(["plain", "gelu", "steps", "residual"]), seed=seeds)
 def test_fuzz_int8_linear(m, n, k, epilogue, seed):
-    _all_backends_agree(testing.linear_case(m, n, k, _gen(seed), epilogue, lut_length=512))
+    _all_backends_agree(testing.linear_case(m, n, k, _gen(seed), epilogue))
 
 
 @FUZZ
@@ -65,6 +65,12 @@ def test_fuzz_int8_matmul(m, n, k, seed):
 @given(m=st.integers(1, 40), c=st.integers(1, 300), wide=st.integers(0, 6), seed=seeds)
 def test_fuzz_ptf_layernorm(m, c, wide, seed):
     _all_backends_agree(testing.layernorm_case(m, c, _gen(seed), wide_channels=wide))
+
+
+@FUZZ
+@given(m=st.integers(1, 40), c=st.integers(1, 300), wide=st.integers(0, 6), seed=seeds)
+def test_fuzz_ptf_layernorm_dyadic(m, c, wide, seed):
+    _all_backends_agree(testing.layernorm_dyadic_case(m, c, _gen(seed), wide_channels=wide))
 
 
 @FUZZ

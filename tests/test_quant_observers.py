@@ -494,20 +494,21 @@ def test_lis_fake_equals_transcription(bits, gen):
 
 
 def test_lis_fake_codes_vs_integer_table(gen):
-    """Official float32 LIS vs the exact integer LIS op: measure (not assume) the disagreement."""
+    """Official float32 LIS vs the integer LIS op (which reproduces its float32 exponents and ratio):
+    only the float32 summation order of E can still differ; measure (not assume) how often."""
     total = differ = 0
     for s in (0.02, 0.05, 0.1, 0.2):
         scale = torch.tensor(s, dtype=torch.float32)
-        stored = torch.randint(-128, 128, (8, 50), generator=gen, dtype=torch.int8)
+        stored = torch.randint(-128, 128, (16, 197), generator=gen, dtype=torch.int8)
         zp = int(torch.randint(-40, 40, (), generator=gen))
         x = (stored.float() - zp) * scale
         k_fake, mask = lis_codes_float(x, scale, 4)
         k_fake = torch.where(mask, torch.full_like(k_fake, 255), k_fake).to(torch.uint8)
-        k_int = ref.log_int_softmax(stored, params.lis_exp_table(s), 4)
+        k_int = ref.log_int_softmax(stored, params.lis_exp_table(s, zp), 4)
         total += k_int.numel()
         differ += int((k_int != k_fake).sum())
     print(f"LIS float32 vs integer: {differ} of {total} codes differ")
-    assert differ / total < 0.01
+    assert differ <= max(1, total // 10000)  # at most 1e-4 of the codes (measured: none)
 
 
 def test_int_layernorm_fake_equals_transcription(gen):

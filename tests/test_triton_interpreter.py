@@ -66,8 +66,8 @@ def _run(case, launcher):
 
 def test_cuda_kernels_cover_every_integer_op():
     kernels = triton_kernels.cuda_kernels()
-    assert set(kernels) == {"int8_matmul", "int8_linear", "ptf_layernorm", "log_int_softmax", "log_attn_v",
-                            "attention_scores", "int_attention"}
+    assert set(kernels) == {"int8_matmul", "int8_linear", "ptf_layernorm", "ptf_layernorm_dyadic", "log_int_softmax",
+                            "log_attn_v", "attention_scores", "int_attention"}
     assert triton_kernels.__fqvit_kernels__ is True
 
 
@@ -90,22 +90,23 @@ def test_int8_matmul_strided_operands(gen):
     testing.assert_equal(got, ref.int8_matmul(a, b))
 
 
-@pytest.mark.parametrize("epilogue", ["plain", "gelu", "residual"])
+@pytest.mark.parametrize("epilogue", ["plain", "gelu", "steps", "residual"])
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES[:4])
 def test_int8_linear(m, n, k, epilogue, gen):
-    _run(testing.linear_case(m, n, k, gen, epilogue, lut_length=256), gemm.int8_linear)
+    _run(testing.linear_case(m, n, k, gen, epilogue), gemm.int8_linear)
 
 
 def test_int8_linear_extreme_requant(gen):
-    """Saturating outputs, large multipliers/shifts and a LUT index far outside the table."""
+    """Saturating outputs, large multipliers/shifts and step-table indices far outside the table."""
     case = testing.linear_case(9, 20, 40, gen)
     args = list(case.args)
     args[3] = torch.full((20,), 2**31 - 1, dtype=torch.int32)
     args[4] = torch.randint(1, 63, (20,), generator=gen, dtype=torch.int32)
     _run(testing.OpCase("int8_linear", tuple(args)), gemm.int8_linear)
-    lut = torch.randint(-128, 128, (5,), generator=gen, dtype=torch.int8)
-    gelu_args = tuple(args[:5]) + (2**31 - 1000, lut)
-    _run(testing.OpCase("int8_linear", gelu_args), gemm.int8_linear)
+    for length, bits in ((5, 0), (1, 20), (300, 7)):
+        table = testing.random_step_table(gen, length, bits)
+        for zp in (2**31 - 1000, -(2**31), (length << bits) // 2):
+            _run(testing.OpCase("int8_linear", tuple(args[:5]) + (zp, table, bits)), gemm.int8_linear)
 
 
 def _strided(t):
@@ -117,16 +118,17 @@ def _strided(t):
 
 @pytest.mark.parametrize("epilogue", ["gelu", "residual"])
 def test_int8_linear_strided_parameter_vectors(epilogue, gen):
-    case = testing.linear_case(7, 20, 40, gen, epilogue, lut_length=64)
+    case = testing.linear_case(7, 20, 40, gen, epilogue)
     args = tuple(_strided(a) if isinstance(a, torch.Tensor) and a.dim() == 1 else a for a in case.args)
     assert not args[2].is_contiguous()
     _run(testing.OpCase("int8_linear", args), gemm.int8_linear)
 
 
-def test_ptf_layernorm_strided_parameter_vectors(gen):
-    case = testing.layernorm_case(5, 48, gen)
+@pytest.mark.parametrize("dyadic", [False, True])
+def test_ptf_layernorm_strided_parameter_vectors(dyadic, gen):
+    case = (testing.layernorm_dyadic_case if dyadic else testing.layernorm_case)(5, 48, gen)
     args = tuple(_strided(a) if isinstance(a, torch.Tensor) and a.dim() == 1 else a for a in case.args)
-    _run(testing.OpCase("ptf_layernorm", args), layernorm.ptf_layernorm)
+    _run(testing.OpCase(case.name, args), layernorm.ptf_layernorm_dyadic if dyadic else layernorm.ptf_layernorm)
 
 
 def test_int8_linear_empty_rows(gen):
@@ -144,17 +146,36 @@ def test_int8_linear_empty_rows(gen):
 @pytest.mark.parametrize("m,c", [(1, 1), (1, 8), (7, 80), (33, 200), (20, 768)])
 def test_ptf_layernorm(m, c, gen):
     _run(testing.layernorm_case(m, c, gen), layernorm.ptf_layernorm)
+    _run(testing.layernorm_case(m, c, gen, eps=1e-5), layernorm.ptf_layernorm)
 
 
-def test_ptf_layernorm_zero_variance_rows(gen):
-    case = testing.layernorm_case(5, 48, gen)
+@pytest.mark.parametrize("m,c", [(1, 1), (1, 8), (7, 80), (33, 200), (20, 768)])
+def test_ptf_layernorm_dyadic(m, c, gen):
+    _run(testing.layernorm_dyadic_case(m, c, gen), layernorm.ptf_layernorm_dyadic)
+
+
+@pytest.mark.parametrize("dyadic", [False, True])
+def test_ptf_layernorm_zero_variance_and_extreme_rows(dyadic, gen):
+    case = (testing.layernorm_dyadic_case if dyadic else testing.layernorm_case)(6, 48, gen)
+    launcher = layernorm.ptf_layernorm_dyadic if dyadic else layernorm.ptf_layernorm
     args = list(case.args)
     x = args[0].clone()
     x[0] = 17
     x[3] = args[1]  # every channel at the zero point
+    x[4] = -128
+    x[4, 0] = 127  # one outlier: tiny sigma, huge gain
+    x[5] = 5
+    x[5, 9] = 6  # the smallest nonzero variance
     args[0] = x
     args[2] = torch.zeros_like(args[2])
-    _run(testing.OpCase("ptf_layernorm", tuple(args)), layernorm.ptf_layernorm)
+    _run(testing.OpCase(case.name, tuple(args)), launcher)
+    if dyadic:  # extreme parameters: largest/smallest gains, beta at its limits
+        c = x.shape[1]
+        signs = torch.where(torch.arange(c) % 3 == 0, 1, -1)
+        for mag, sh, beta in ((2**31 - 1, 15, 2**62), (2**30, 62, -(2**62)), (0, 31, 3)):
+            extreme = (x, -128, torch.full((c,), 3, dtype=torch.int32), (signs * mag).to(torch.int32),
+                       torch.full((c,), sh, dtype=torch.int32), torch.full((c,), beta, dtype=torch.int64), 127)
+            _run(testing.OpCase(case.name, extreme), launcher)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,10 +197,10 @@ def test_log_int_softmax_permuted_input(gen):
 
 
 def _reference_codes(total, exps):
-    """4-bit codes by the reference's formula (division), 16 = masked."""
+    """4-bit codes by the reference's formula (FQ-ViT's float32 ratio), 16 = masked."""
     positive = exps > 0
     tot = total[:, None].expand_as(exps)
-    ratio = ref._round_half_even_div(tot, torch.where(positive, exps, torch.ones_like(exps)))
+    ratio = ref.float32_ratio(tot, torch.where(positive, exps, torch.ones_like(exps)))
     msb = ref.bit_length(ratio) - 1
     next_bit = ((ratio >> torch.clamp(msb - 1, min=0)) & 1) * (msb >= 1)
     code = msb + next_bit
@@ -187,21 +208,18 @@ def _reference_codes(total, exps):
 
 
 def test_lis_threshold_codes_match_division(gen):
-    """The fused attention's division-free codes, including exact round-half-even ties."""
+    """The fused attention's division-free codes, including float32 ties and sums near 2**63."""
     rows, length = 96, 300
     total = torch.randint(1, 2**40, (rows,), generator=gen, dtype=torch.int64)
     total[40:60] = 2**62 + torch.randint(0, 2**40, (20,), generator=gen)  # near the int64 limit
     divisor = torch.randint(1, 70000, (rows, length), generator=gen)
     exps = total[:, None] // divisor
-    thresholds = [2, 3] + [3 * 2**j for j in range(1, 15)]
-    for i, t in enumerate(thresholds):
-        c = int(torch.randint(1, 2**20, (), generator=gen))
-        total[i] = (2 * t - 1) * c  # E / e == t - 1/2 exactly at e == 2c
-        exps[i] = total[i] // divisor[i]
-        exps[i, :3] = torch.tensor([2 * c - 1, 2 * c, 2 * c + 1])
-        big = int(total[40 + i])
-        bound = (2 * big) // (2 * t - 1)
-        exps[40 + i, :3] = torch.tensor([bound - 1, bound, bound + 1])
+    for i, level in enumerate(ref.lis_level_constants()[:16]):
+        # Exponents around each level's threshold, where the float32 rounding decides.
+        u = ref.lis_level_thresholds(total[i:i + 1], 16)[0, i]
+        exps[i, :3] = torch.stack([u - 1, u, u + 1])
+        big = ref.lis_level_thresholds(total[40 + i:41 + i], 16)[0, i]
+        exps[40 + i, :3] = torch.stack([big - 1, big, big + 1])
     exps = torch.minimum(exps, total[:, None])
     exps[:, 5] = 0
     got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
@@ -213,11 +231,11 @@ def test_lis_threshold_codes_match_division(gen):
 def test_lis_threshold_codes_every_table_entry(gen):
     """Every (row sum, table entry) pair a real table gives, for several score scales."""
     for scale in (0.02, 0.08, 0.3):
-        table = params.lis_exp_table(scale)
-        counts = torch.randint(1, 2000, (64, 256), generator=gen)
-        counts[:, 1:] *= torch.randint(0, 2, (64, 255), generator=gen)
+        table = params.lis_exp_table(scale, 3)[200, :201]
+        counts = torch.randint(1, 2000, (64, table.numel()), generator=gen)
+        counts[:, 1:] *= torch.randint(0, 2, (64, table.numel() - 1), generator=gen)
         total = (counts * table).sum(dim=1)
-        exps = table.expand(64, 256).contiguous()
+        exps = table.expand(64, table.numel()).contiguous()
         got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
         testing.assert_equal(got, _reference_codes(total, exps), f"codes at scale {scale}")
 
@@ -231,9 +249,13 @@ def test_lis_threshold_codes_exhaustive_small_sums():
 
 
 def _huge_table(n: int) -> torch.Tensor:
-    """An exponent table whose row sums reach the int64 limit for n keys (the validator's edge)."""
-    top = (2**63 - 1) // n
-    return torch.tensor([top >> min(d // 3, 63) for d in range(256)], dtype=torch.int64)
+    """An exponent table whose row sums reach the int64 limit for n keys (the validator's edge):
+    float32-representable entries, the largest just below (2**63 - 1) / n."""
+    top = int(ref.round_to_float32(torch.tensor((2**63 - 1) // n)))
+    while top * n >= 2**63:
+        top = int(ref.round_to_float32(torch.tensor(top - (top >> 23))))
+    row = ref.round_to_float32(torch.tensor([top >> min(d // 3, 63) for d in range(256)], dtype=torch.int64))
+    return row.expand(256, 256).contiguous()
 
 
 def test_log_int_softmax_near_int64_limit(gen):
@@ -333,6 +355,7 @@ def test_every_kernel_family_compiles_for_sm90():
 @pytest.mark.parametrize("m,n,k,epilogue", [
     (1576, 2304, 768, "plain"), (1576, 3072, 768, "gelu"), (1576, 768, 3072, "residual"),
     (1577, 3072, 1024, "gelu"), (1577, 1024, 4096, "residual"), (12608, 768, 768, "residual"),
+    (1576, 3072, 768, "steps"),
 ])
 def test_gpu_vit_linears(m, n, k, epilogue, gen):
     _run(testing.linear_case(m, n, k, gen, epilogue), gemm.int8_linear)
@@ -348,6 +371,7 @@ def test_gpu_int8_matmul(m, n, k, gen):
 @pytest.mark.parametrize("m,c", [(12608, 768), (1577, 1024), (3, 8192)])
 def test_gpu_layernorm(m, c, gen):
     _run(testing.layernorm_case(m, c, gen), layernorm.ptf_layernorm)
+    _run(testing.layernorm_dyadic_case(m, c, gen), layernorm.ptf_layernorm_dyadic)
 
 
 @needs_gpu

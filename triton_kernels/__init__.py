@@ -5,7 +5,8 @@ directly by the interpreter tests). ``__fqvit_kernels__`` tells it apart from th
 package that is also importable as ``triton_kernels``. Importing the package does not import
 Triton; :func:`cuda_kernels` and the family modules do.
 
-Families: :mod:`.gemm` (``int8_matmul``, ``int8_linear``), :mod:`.layernorm` (``ptf_layernorm``),
+Families: :mod:`.gemm` (``int8_matmul``, ``int8_linear``), :mod:`.layernorm` (``ptf_layernorm``,
+``ptf_layernorm_dyadic``),
 :mod:`.softmax` (``log_int_softmax``), :mod:`.attn_v` (``log_attn_v``), :mod:`.attention`
 (``attention_scores``, ``int_attention``); :mod:`.compile_check` compiles them all for sm_90
 without a GPU (``python -m triton_kernels.compile_check``).
@@ -27,6 +28,7 @@ def cuda_kernels():
         "int8_matmul": gemm.int8_matmul,
         "int8_linear": gemm.int8_linear,
         "ptf_layernorm": layernorm.ptf_layernorm,
+        "ptf_layernorm_dyadic": layernorm.ptf_layernorm_dyadic,
         "log_int_softmax": softmax.log_int_softmax,
         "log_attn_v": attn_v.log_attn_v,
         "attention_scores": attention.attention_scores,

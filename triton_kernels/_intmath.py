@@ -22,3 +22,46 @@ def bit_length(value):
         length += tl.where(has_upper, step, 0)
         value = tl.where(has_upper, upper, value)
     return length + tl.where(value > 0, 1, 0)
+
+
+@triton.jit
+def round_half_even_shift(value, shift):
+    """``round(value / 2**shift)`` with ties to even on int64, ``shift >= 0``, as the reference."""
+    quot = value >> shift
+    rem = value - (quot << shift)
+    half = tl.where(shift > 0, tl.full(value.shape, 1, tl.int64) << tl.maximum(shift - 1, 0), 0)
+    up = (shift > 0) & ((rem > half) | ((rem == half) & ((quot & 1) == 1)))
+    return quot + tl.where(up, 1, 0)
+
+
+@triton.jit
+def floor_div(value, divisor):
+    """``floor(value / divisor)`` for ``divisor > 0`` (Triton's ``//`` truncates toward zero)."""
+    quot = value // divisor
+    return quot - tl.where((value % divisor != 0) & (value < 0), 1, 0)
+
+
+@triton.jit
+def round_to_float32(value):
+    """int64 ``value`` rounded to 24 significant bits, ties to even (reference.round_to_float32)."""
+    negative = value < 0
+    magnitude = tl.where(negative, -value, value)
+    drop = tl.maximum(bit_length(magnitude) - 24, 0)
+    rounded = round_half_even_shift(magnitude, drop) << drop
+    return tl.where(negative, -rounded, rounded)
+
+
+@triton.jit
+def float32_code(value, shift, zero_point):
+    """reference.float32_code on int64 ``value`` (``shift`` scalar or broadcastable): FQ-ViT's float32
+    ``round(x / s + zp)`` of the exact ``x / s = value * 2**-shift``; stored int8 codes (int64)."""
+    y = round_to_float32(value)
+    u = round_to_float32(y + (tl.full(value.shape, 1, tl.int64) * (zero_point + 128) << shift))
+    code = round_half_even_shift(u, shift)
+    return tl.minimum(tl.maximum(code, 0), 255) - 128
+
+
+@triton.jit
+def requantize_float32(acc, multiplier, shift, zero_point):
+    """reference.requantize_float32: :func:`float32_code` of ``acc * multiplier`` (int64 ``acc``)."""
+    return float32_code(acc * multiplier, shift, zero_point)

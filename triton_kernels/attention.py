@@ -3,7 +3,8 @@
 Score tile (both kernels): ``q`` and ``k`` stay int8 for ``tl.dot(..., out_dtype=tl.int32)``; the
 zero point is applied afterwards with row sums, ``(q - zp)(k - zp)ᵀ = q kᵀ - zp (Σq + Σk) + D zp²``
 (int32, wrap-around consistent), then requantized onto the 8-bit score grid in int64 exactly like
-:func:`fqvit_kernels.reference.attention_scores`. Head dims are padded to a power of two
+:func:`fqvit_kernels.reference.attention_scores` (FQ-ViT's float32 rounding,
+:func:`fqvit_kernels.reference.requantize_float32`). Head dims are padded to a power of two
 ``BLOCK_D >= 32`` (the K of an int8 dot must be >= 32 on GPUs) with masked (zero) loads, which
 change neither the dot product nor the row sums.
 
@@ -14,9 +15,9 @@ has no exact rescaling, so the kernel makes three passes over the key tiles, rec
 
 1. row max of the scores (as the requantized max of the int32 accumulators: the requantization
    is monotone);
-2. ``E = Σ_j exp_table[max - s_j]`` in int64 (a 256-entry gather);
-3. per row the 16 thresholds ``U_T(E)`` (outside the loop), per score the 4-bit code as the count
-   of ``e_j <= U_T`` (no division), the weights ``2**(15 - k)`` split into negated int8 halves for
+2. ``E = Σ_j exp_table[max + 128, max - s_j]`` in int64 (a gather from the row maximum's row);
+3. per row the 16 thresholds ``U_c(E)`` of FQ-ViT's float32 ``round(E / e)`` (outside the loop,
+   :mod:`.softmax`), per score the 4-bit code as the count of ``e_j <= U_c`` (no division), the weights ``2**(15 - k)`` split into negated int8 halves for
    two tensor-core dots with the stored ``v`` (see :mod:`.attn_v`), plus the per-row weight sum
    for the zero point.
 
@@ -33,32 +34,32 @@ import triton.language as tl
 from fqvit_kernels.ops import _attention_output
 
 from ._common import configs, device_guard, pow2_at_least
+from ._intmath import requantize_float32
 from .attn_v import _lis_pv_weights
-from .softmax import _lis_code4, _lis_thresholds
+from .softmax import _lis_code4, _lis_thresholds, level_table
 
 
 @triton.jit
-def _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point):
+def _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_shift, score_zero_point):
     """int32 scores ``[BM, BN]`` on the 8-bit grid from int8 ``q [BM, BD]`` and ``kᵀ [BD, BN]``.
 
     ``q_corr = D zp² - zp Σq`` per query row; ``k_sum = Σk`` per key.
     """
     acc = tl.dot(q, kt, out_dtype=tl.int32)
     acc = acc + q_corr[:, None] - zero_point * k_sum[None, :]
-    scaled = (acc.to(tl.int64) * score_mult + score_half) >> score_shift
-    return tl.minimum(tl.maximum(scaled + score_zero_point, -128), 127).to(tl.int32)
+    return requantize_float32(acc.to(tl.int64), score_mult, score_shift, score_zero_point).to(tl.int32)
 
 
 @triton.jit
-def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult, score_half,
+def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
                    score_shift, score_zero_point, table_ptr, row_max):
-    """LIS exponents ``exp_table[row_max - score]`` of one key tile (passes 2 and 3 recompute them
-    rather than keep the N x N scores); keys past N get 0."""
+    """LIS exponents ``exp_table[row_max + 128, row_max - score]`` of one key tile (passes 2 and 3
+    recompute them rather than keep the N x N scores); keys past N get 0."""
     kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
                  mask=d_ok[:, None] & n_ok[None, :], other=0)
     k_sum = tl.sum(kt.to(tl.int32), axis=0)
-    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point)
-    return tl.load(table_ptr + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_shift, score_zero_point)
+    return tl.load(table_ptr + (row_max[:, None] + 128) * 256 + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
 
 
 @triton.jit
@@ -86,8 +87,7 @@ def _attention_scores_kernel(
                  mask=d_ok[:, None] & n_ok[None, :], other=0)
     q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
     k_sum = tl.sum(kt.to(tl.int32), axis=0)
-    score_half = tl.full((), 1, tl.int64) << (score_shift - 1)
-    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_half, score_shift, score_zero_point)
+    s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_shift, score_zero_point)
     out_ptrs = out_ptr + batch * NQ * NK + offs_m.to(tl.int64)[:, None] * NK + offs_n[None, :]
     tl.store(out_ptrs, s.to(tl.int8), mask=m_ok[:, None] & n_ok[None, :])
 
@@ -133,7 +133,7 @@ _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4,
 
 @triton.jit
 def _int_attention_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, table_ptr,
+    q_ptr, k_ptr, v_ptr, out_ptr, table_ptr, levels_ptr,
     H, N, D,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
@@ -160,11 +160,10 @@ def _int_attention_kernel(
     q = tl.load(q_base + offs_m.to(tl.int64)[:, None] * stride_qn + offs_d[None, :],
                 mask=m_ok[:, None] & d_ok[None, :], other=0)
     q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
-    score_half = tl.full((), 1, tl.int64) << (score_shift - 1)
 
     # Pass 1: row max. The score requantization is monotone non-decreasing in the accumulator
-    # (multiplier >= 0), so max_j s_ij = requant(max_j acc_ij): an int32 max per score and one
-    # int64 requantization per row.
+    # (multiplier >= 0, and every rounding step is monotone), so max_j s_ij = requant(max_j acc_ij):
+    # an int32 max per score and one int64 requantization per row.
     acc_floor = tl.full((BLOCK_M,), -2147483648, tl.int32)
     acc_max = acc_floor
     for n0 in range(0, N, BLOCK_N):
@@ -175,8 +174,8 @@ def _int_attention_kernel(
         acc = tl.dot(q, kt, out_dtype=tl.int32) - zero_point * tl.sum(kt.to(tl.int32), axis=0)[None, :]
         acc = tl.where(n_ok[None, :], acc, acc_floor[:, None])
         acc_max = tl.maximum(acc_max, tl.max(acc, axis=1))
-    row_max = ((acc_max + q_corr).to(tl.int64) * score_mult + score_half) >> score_shift
-    row_max = tl.minimum(tl.maximum(row_max + score_zero_point, -128), 127).to(tl.int32)
+    row_max = requantize_float32((acc_max + q_corr).to(tl.int64), score_mult, score_shift,
+                                 score_zero_point).to(tl.int32)
 
     # Pass 2: the int64 exponent sum.
     total = tl.zeros((BLOCK_M,), tl.int64)
@@ -184,11 +183,11 @@ def _int_attention_kernel(
         keys = n0 + offs_n
         n_ok = keys < N
         e = _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
-                           score_half, score_shift, score_zero_point, table_ptr, row_max)
+                           score_shift, score_zero_point, table_ptr, row_max)
         total += tl.sum(e, axis=1)
 
     # Pass 3: codes by threshold counts, exact P@V on tensor cores.
-    thresholds = _lis_thresholds(total)
+    thresholds = _lis_thresholds(total, levels_ptr)
     acc_hi = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
     acc_lo = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
     weight_sum = tl.zeros((BLOCK_M,), tl.int32)
@@ -196,7 +195,7 @@ def _int_attention_kernel(
         keys = n0 + offs_n
         n_ok = keys < N
         e = _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
-                           score_half, score_shift, score_zero_point, table_ptr, row_max)
+                           score_shift, score_zero_point, table_ptr, row_max)
         code = _lis_code4(e, thresholds)  # keys past N have e == 0: code 16, weight 0
         neg_hi, neg_lo, weight = _lis_pv_weights(code)
         weight_sum += tl.sum(weight, axis=1)
@@ -206,9 +205,7 @@ def _int_attention_kernel(
         acc_lo = tl.dot(neg_lo, v, acc_lo, out_dtype=tl.int32)
 
     context = -(acc_hi * 256 + acc_lo) - zero_point * weight_sum[:, None]
-    out_half = tl.full((), 1, tl.int64) << (out_shift - 1)
-    out = ((context.to(tl.int64) * out_mult + out_half) >> out_shift) + out_zero_point
-    out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
+    out = requantize_float32(context.to(tl.int64), out_mult, out_shift, out_zero_point).to(tl.int8)
     out_ptrs = out_ptr + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_on + offs_d[None, :]
     tl.store(out_ptrs, out, mask=m_ok[:, None] & d_ok[None, :])
 
@@ -231,7 +228,7 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
     block_d = head_block(d)
     with device_guard(q):
         _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]) * batch * heads,)](
-            q, k, v, out, exp_table.contiguous(), heads, n, d,
+            q, k, v, out, exp_table.contiguous(), level_table(q.device), heads, n, d,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             int(qkv_zero_point), int(score_multiplier), int(score_shift), int(score_zero_point),

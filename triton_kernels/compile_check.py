@@ -31,7 +31,7 @@ def _signature(fn, pointer_types: Dict[str, str], constexprs: Dict[str, object])
         if name in constexprs:
             sig[name] = "constexpr"
         else:
-            sig[name] = pointer_types.get(name, "i32")
+            sig[name] = pointer_types.get(name, "i64" if name == "variance_offset" else "i32")
     return sig
 
 
@@ -39,8 +39,8 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
     """(label, kernel, pointer types, constexprs, num_warps, num_stages) per compile."""
     from . import attention, attn_v, gemm, layernorm, softmax
 
-    gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I32, mult_ptr=_I32, shift_ptr=_I32,
-                     lut_ptr=_I8, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+    gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
+                     table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
     gemm_configs = gemm._GPU_CONFIGS if all_configs else gemm._GPU_CONFIGS[:1]
     for cfg in gemm_configs:
         for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
@@ -54,13 +54,17 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
         yield (f"ptf_layernorm C={channels}", layernorm._ptf_layernorm_kernel,
                dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32),
                dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS), warps, 3)
+        yield (f"ptf_layernorm_dyadic C={channels}", layernorm._ptf_layernorm_dyadic_kernel,
+               dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64),
+               dict(ROWS=rows, BLOCK_C=block_c, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
 
     for length in (7, 197, 4096):
         block_l, rows, warps = softmax.launch_config(length)
         yield (f"log_int_softmax L={length}", softmax._log_int_softmax_kernel,
-               dict(s_ptr=_I8, out_ptr=_U8, table_ptr=_I64), dict(BITS=4, ROWS=rows, BLOCK_L=block_l), warps, 3)
-    yield ("lis_codes_check", softmax._lis_codes_check_kernel, dict(total_ptr=_I64, exps_ptr=_I64, out_ptr=_I32),
-           dict(BLOCK_R=32, BLOCK_L=256), 4, 3)
+               dict(s_ptr=_I8, out_ptr=_U8, table_ptr=_I64, levels_ptr=_I64), dict(BITS=4, ROWS=rows, BLOCK_L=block_l),
+               warps, 3)
+    yield ("lis_codes_check", softmax._lis_codes_check_kernel,
+           dict(total_ptr=_I64, exps_ptr=_I64, out_ptr=_I32, levels_ptr=_I64), dict(BLOCK_R=32, BLOCK_L=256), 4, 3)
 
     for head_dim in (8, 64, 80):
         block_m, block_n, block_d, warps = attn_v.launch_config(head_dim)
@@ -79,7 +83,8 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
             consts = dict(cfg.kwargs, BLOCK_D=attention.head_block(head_dim))
             yield (f"int_attention D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} w{cfg.num_warps}",
                    attention._int_attention_kernel,
-                   dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64), consts, cfg.num_warps,
+                   dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64), consts,
+                   cfg.num_warps,
                    cfg.num_stages)
 
 
@@ -89,7 +94,7 @@ def wgmma_s8_count(ptx: str) -> int:
 
 
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
-QUICK = ("gemm epilogue=3", "ptf_layernorm C=768", "log_int_softmax L=197", "lis_codes_check",
+QUICK = ("gemm epilogue=2", "gemm epilogue=3", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "log_int_softmax L=197", "lis_codes_check",
          "log_attn_v D=80", "attention_scores D=80", "int_attention D=32 ", "int_attention D=80 ")
 
 

@@ -6,10 +6,12 @@ wants both operands) to ``tl.dot(..., out_dtype=tl.int32)``; the epilogue then w
 exactly like :func:`fqvit_kernels.reference.int8_linear`:
 
 * ``EPILOGUE_INT32``: store the int32 accumulator (``int8_matmul``);
-* ``EPILOGUE_PLAIN``: ``clamp(round_shift((acc + bias) * m[n], s[n]) + zp)`` to int8;
-* ``EPILOGUE_GELU``: gather ``gelu_lut[clamp(t, 0, L - 1)]`` from the int8 table;
+* ``EPILOGUE_PLAIN``: ``clamp(round_shift(acc * m[n] + bias[n], s[n]) + zp)`` to int8 (int64 bias);
+* ``EPILOGUE_GELU``: the GELU step table: ``t`` clamped to ``[-1, L << cell_bits]`` (same codes,
+  int32), one gather of the cell's entry, then ``below + direction * (position >= step)``;
 * ``EPILOGUE_RESIDUAL``: clamp the branch, add the re-scaled residual and requantize onto the
-  next PTF grid with the per-channel shared shift.
+  next PTF grid with the per-channel shared shift, rounding like FQ-ViT's float32 quantizer
+  (:func:`fqvit_kernels.reference.float32_code`).
 
 So no int32 tensor reaches memory between a linear layer and its int8 consumer. M and N tails
 are handled by wrapping the row/column offsets (the extra rows are computed and not stored), the
@@ -24,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._intmath import round_shift
+from ._intmath import float32_code, round_shift
 from ._common import configs, device_guard, interpreting
 
 EPILOGUE_INT32 = 0
@@ -50,11 +52,11 @@ PTX_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8,
 @triton.jit
 def _gemm_kernel(
     a_ptr, b_ptr, out_ptr,
-    bias_ptr, mult_ptr, shift_ptr, lut_ptr,
+    bias_ptr, mult_ptr, shift_ptr, table_ptr,
     res_ptr, branch_mult_ptr, res_mult_ptr, res_shift_ptr,
     M, N, K,
     stride_am, stride_ak, stride_bn, stride_bk, stride_om, stride_on, stride_rm, stride_rn,
-    output_zero_point, lut_length, residual_zero_point, final_zero_point,
+    output_zero_point, table_length, cell_bits, residual_zero_point, final_zero_point,
     EPILOGUE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -92,14 +94,18 @@ def _gemm_kernel(
     if EPILOGUE == 0:
         tl.store(out_ptrs, acc, mask=out_mask)
     else:
-        bias = tl.load(bias_ptr + cols).to(tl.int64)
+        bias = tl.load(bias_ptr + cols)
         mult = tl.load(mult_ptr + cols).to(tl.int64)
         shift = tl.load(shift_ptr + cols).to(tl.int64)
-        total = acc.to(tl.int64) + bias[None, :]
-        t = round_shift(total * mult[None, :], shift[None, :]) + output_zero_point
+        t = round_shift(acc.to(tl.int64) * mult[None, :] + bias[None, :], shift[None, :]) + output_zero_point
         if EPILOGUE == 2:
-            index = tl.minimum(tl.maximum(t, 0), lut_length - 1)
-            out = tl.load(lut_ptr + index, mask=out_mask, other=0)
+            # Below 0 and past the table every t has the same code: clamping keeps it int32.
+            tc = tl.minimum(tl.maximum(t, -1), table_length << cell_bits).to(tl.int32)
+            cell = tl.minimum(tl.maximum(tc, 0) >> cell_bits, table_length - 1)
+            entry = tl.load(table_ptr + cell, mask=out_mask, other=0)
+            below = (entry << 24) >> 24
+            direction = ((entry >> 8) & 3) - 1
+            out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)
         else:
             branch = tl.minimum(tl.maximum(t, -128), 127)
             if EPILOGUE == 3:
@@ -110,8 +116,7 @@ def _gemm_kernel(
                 res_shift = tl.load(res_shift_ptr + cols).to(tl.int64)
                 mixed = (branch - output_zero_point) * branch_mult[None, :] \
                     + (residual - residual_zero_point) * res_mult[None, :]
-                branch = round_shift(mixed, res_shift[None, :]) + final_zero_point
-                branch = tl.minimum(tl.maximum(branch, -128), 127)
+                branch = float32_code(mixed, res_shift[None, :], final_zero_point)  # FQ-ViT's float32 rounding
             out = branch.to(tl.int8)
         tl.store(out_ptrs, out, mask=out_mask)
 
@@ -125,30 +130,30 @@ def _grid(meta, m, n):
 
 
 def _launch(a, b, out, epilogue, bias=None, multiplier=None, shift=None, output_zero_point=0,
-            gelu_lut=None, residual=None, residual_zero_point=0, branch_multiplier=None,
+            gelu_table=None, gelu_cell_bits=0, residual=None, residual_zero_point=0, branch_multiplier=None,
             residual_multiplier=None, residual_shift=None, final_zero_point=0):
     m, k = a.shape
     n = b.shape[0]
     if m == 0:
         return out
     # The kernel indexes per-channel vectors and the table as ptr + i: make strided views dense.
-    bias, multiplier, shift, gelu_lut, branch_multiplier, residual_multiplier, residual_shift = (
+    bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift = (
         t.contiguous() if t is not None else None
-        for t in (bias, multiplier, shift, gelu_lut, branch_multiplier, residual_multiplier, residual_shift))
+        for t in (bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift))
     fill = out  # placeholder pointer for operands an epilogue does not read
     res = residual if residual is not None else out
     with device_guard(a):
         _gemm_tuned[lambda meta: _grid(meta, m, n)](
             a, b, out,
             bias if bias is not None else fill, multiplier if multiplier is not None else fill,
-            shift if shift is not None else fill, gelu_lut if gelu_lut is not None else fill,
+            shift if shift is not None else fill, gelu_table if gelu_table is not None else fill,
             res, branch_multiplier if branch_multiplier is not None else fill,
             residual_multiplier if residual_multiplier is not None else fill,
             residual_shift if residual_shift is not None else fill,
             m, n, k,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
             res.stride(0), res.stride(1),
-            int(output_zero_point), gelu_lut.numel() if gelu_lut is not None else 1,
+            int(output_zero_point), gelu_table.numel() if gelu_table is not None else 1, int(gelu_cell_bits),
             int(residual_zero_point), int(final_zero_point),
             EPILOGUE=epilogue,
         )
@@ -162,22 +167,22 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, multiplier: torch.Tensor,
-                shift: torch.Tensor, output_zero_point: int, gelu_lut: Optional[torch.Tensor] = None,
-                residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
+                shift: torch.Tensor, output_zero_point: int, gelu_table: Optional[torch.Tensor] = None,
+                gelu_cell_bits: int = 0, residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
                 branch_multiplier: Optional[torch.Tensor] = None,
                 residual_multiplier: Optional[torch.Tensor] = None,
                 residual_shift: Optional[torch.Tensor] = None, final_zero_point: int = 0) -> torch.Tensor:
     """Launcher of ``fqvit::int8_linear`` (arguments as the op schema); int8 ``[M, N]``."""
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.int8, device=x.device)
-    if gelu_lut is not None:
+    if gelu_table is not None:
         epilogue = EPILOGUE_GELU
     elif residual is not None:
         epilogue = EPILOGUE_RESIDUAL
     else:
         epilogue = EPILOGUE_PLAIN
-    return _launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, gelu_lut,
-                   residual, residual_zero_point, branch_multiplier, residual_multiplier, residual_shift,
-                   final_zero_point)
+    return _launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, gelu_table,
+                   gelu_cell_bits, residual, residual_zero_point, branch_multiplier, residual_multiplier,
+                   residual_shift, final_zero_point)
 
 
 def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> str:
@@ -196,5 +201,5 @@ def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> 
         compiled = _gemm_kernel[grid](
             a, b, out, out, out, out, out, out, out, out, out, m, n, k,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
-            out.stride(0), out.stride(1), 0, 1, 0, 0, EPILOGUE=EPILOGUE_INT32, **meta)
+            out.stride(0), out.stride(1), 0, 1, 0, 0, 0, EPILOGUE=EPILOGUE_INT32, **meta)
     return compiled.asm["ptx"]

@@ -1,11 +1,16 @@
-"""``ptf_layernorm``: integer LayerNorm of PTF-quantized int8 rows, ``ROWS`` rows per program.
+"""``ptf_layernorm`` and ``ptf_layernorm_dyadic``: integer LayerNorms of PTF-quantized int8 rows,
+``ROWS`` rows per program.
 
 Each program holds ``ROWS x BLOCK_C`` channels in registers (``BLOCK_C`` = C rounded up to a
 power of two, masked). Per row, in int64 exactly as :func:`fqvit_kernels.reference.ptf_layernorm`:
 ``X = (x - zp) << alpha``, ``S1``, ``S2``, ``V = C*S2 - S1**2``; the bit length of ``V`` by binary
 search, ``p = (62 - bitlen) // 2``, ``floor(sqrt(V * 4**p))`` digit by digit (31 steps, two bits per
-step), one reciprocal ``2**62 // root`` per row, then ``round_shift(D * recip, 46 - p)`` and the
+step), one reciprocal ``2**62 // root`` per row, then ``round_shift(D * recip, 62 - LN_NORM_FRAC_BITS - p)`` and the
 per-channel fixed-point affine. The per-row work is vectorised across the ``ROWS`` rows.
+
+``ptf_layernorm_dyadic`` shares the row statistics and the root, then follows
+:func:`fqvit_kernels.reference.ptf_layernorm_dyadic` per element (FQ-ViT's 8-bit ``M / 2**N``
+factor, round-half-even at ``2**16`` and ``2**N``), all in int64.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._intmath import bit_length, round_shift
+from fqvit_kernels import reference as _ref
+
+from ._intmath import bit_length, floor_div, round_half_even_shift, round_shift
 from ._common import device_guard, interpreting, pow2_at_least
 
-LN_NORM_FRAC_BITS = 16
+LN_NORM_FRAC_BITS = _ref.LN_NORM_FRAC_BITS
+#: The fixed-point widths of reference.ptf_layernorm_dyadic, as the kernel's constexprs.
+DYADIC_CONSTEXPRS = dict(A_FRAC=_ref.LN_DYADIC_A_FRAC_BITS, MEAN_FRAC=_ref.LN_DYADIC_MEAN_FRAC_BITS,
+                         B_FRAC=_ref.LN_DYADIC_B_FRAC_BITS, BETA_FRAC=_ref.LN_DYADIC_BETA_FRAC_BITS)
 
 
 @triton.jit
@@ -36,18 +46,15 @@ def _isqrt(value):
 
 
 @triton.jit
-def _ptf_layernorm_kernel(
-    x_ptr, out_ptr, alpha_ptr, wmult_ptr, bias_ptr, shift_ptr,
-    M, C, input_zero_point, output_zero_point,
-    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, NORM_FRAC_BITS: tl.constexpr,
-):
-    row0 = tl.program_id(0) * ROWS
+def _row_statistics(x_ptr, alpha_ptr, M, C, input_zero_point, variance_offset, row0, ROWS: tl.constexpr,
+                    BLOCK_C: tl.constexpr):
+    """``X = (x - zp) << alpha`` of ``ROWS`` rows, their ``S1``, ``V = C*S2 - S1**2 + variance_offset``
+    and the row root: ``p``, ``1/sqrt(V) = reciprocal * 2**(p - 62)`` (0 for ``V == 0``)."""
     rows = row0 + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_C)
     col_ok = cols < C
     mask = (rows[:, None] < M) & col_ok[None, :]
     offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
-
     x = tl.load(x_ptr + offs, mask=mask, other=0).to(tl.int64)
     alpha = tl.load(alpha_ptr + cols, mask=col_ok, other=0).to(tl.int64)
     centered = (x - input_zero_point) << alpha[None, :]
@@ -55,14 +62,24 @@ def _ptf_layernorm_kernel(
     sum1 = tl.sum(centered, axis=1)
     sum2 = tl.sum(centered * centered, axis=1)
     channels = tl.zeros_like(sum1) + C  # int64; also right if C is specialised to a constant
-    var_num = channels * sum2 - sum1 * sum1
-    dev_num = channels[:, None] * centered - sum1[:, None]
-
+    var_num = channels * sum2 - sum1 * sum1 + variance_offset
     nonzero = var_num > 0
     p = tl.where(nonzero, (62 - bit_length(var_num)) >> 1, 0)
     root = _isqrt(var_num << (2 * p))
     numerator = tl.full(root.shape, 1, tl.int64) << 62
     reciprocal = tl.where(nonzero, numerator // tl.maximum(root, 1), 0)
+    return centered, sum1, channels, nonzero, p, reciprocal, offs, mask, cols, col_ok
+
+
+@triton.jit
+def _ptf_layernorm_kernel(
+    x_ptr, out_ptr, alpha_ptr, wmult_ptr, bias_ptr, shift_ptr,
+    M, C, input_zero_point, output_zero_point, variance_offset,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, NORM_FRAC_BITS: tl.constexpr,
+):
+    centered, sum1, channels, nonzero, p, reciprocal, offs, mask, cols, col_ok = _row_statistics(
+        x_ptr, alpha_ptr, M, C, input_zero_point, variance_offset, tl.program_id(0) * ROWS, ROWS, BLOCK_C)
+    dev_num = channels[:, None] * centered - sum1[:, None]
     norm = round_shift(dev_num * reciprocal[:, None], (62 - NORM_FRAC_BITS - p)[:, None])
 
     wmult = tl.load(wmult_ptr + cols, mask=col_ok, other=0).to(tl.int64)
@@ -71,6 +88,43 @@ def _ptf_layernorm_kernel(
     affine = norm * wmult[None, :] + bias[None, :]
     out = round_shift(affine, shift[None, :]) + output_zero_point
     out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
+    tl.store(out_ptr + offs, out, mask=mask)
+
+
+@triton.jit
+def _ptf_layernorm_dyadic_kernel(
+    x_ptr, out_ptr, alpha_ptr, gmult_ptr, gshift_ptr, beta_ptr,
+    M, C, input_zero_point, output_zero_point,
+    ROWS: tl.constexpr, BLOCK_C: tl.constexpr, A_FRAC: tl.constexpr, MEAN_FRAC: tl.constexpr,
+    B_FRAC: tl.constexpr, BETA_FRAC: tl.constexpr,
+):
+    centered, sum1, channels, nonzero, p, reciprocal, offs, mask, cols, col_ok = _row_statistics(
+        x_ptr, alpha_ptr, M, C, input_zero_point, 0, tl.program_id(0) * ROWS, ROWS, BLOCK_C)
+    # rho = C / sqrt(V) normalised to 32 bits, e0 its exponent; the row mean with MEAN_FRAC bits.
+    c_inv = channels * reciprocal
+    sh = tl.where(nonzero, bit_length(c_inv) - 32, 0)
+    rho = c_inv >> sh
+    e0 = sh + p - 62
+    mean = floor_div(sum1 << MEAN_FRAC, channels)
+
+    gm = tl.load(gmult_ptr + cols, mask=col_ok, other=0).to(tl.int64)
+    gs = tl.load(gshift_ptr + cols, mask=col_ok, other=31).to(tl.int64)
+    beta = tl.load(beta_ptr + cols, mask=col_ok, other=0)
+    sign = tl.where(gm < 0, -1, 1)
+    prod = tl.abs(gm)[None, :] * rho[:, None]  # < 2**63
+    e = e0[:, None] - gs[None, :]
+    log2_a = tl.where(prod > 0, bit_length(prod) - 1 + e, -(1 << 20))
+    n = tl.minimum(tl.maximum(7 - log2_a, 0), 31)
+    m = tl.where(log2_a > 7, 255, prod >> tl.minimum(tl.maximum(-(e + n), 0), 63))
+    frac = A_FRAC - tl.maximum(log2_a - 7, 0)
+    a_fixed = prod >> tl.minimum(tl.maximum(-(e + n) - frac, 0), 63)
+    mean_term = (sign[None, :] * a_fixed * mean[:, None]) >> (frac + MEAN_FRAC - B_FRAC)
+    beta_term = beta[None, :] >> (BETA_FRAC - B_FRAC - n)
+    b = round_half_even_shift(beta_term - mean_term, tl.full(prod.shape, B_FRAC, tl.int64))
+    y = round_half_even_shift(sign[None, :] * m * centered + b, n)
+    constant = round_half_even_shift(beta[None, :] + tl.zeros_like(prod), tl.full(prod.shape, BETA_FRAC, tl.int64))
+    y = tl.where(nonzero[:, None], y, constant)
+    out = tl.minimum(tl.maximum(y + output_zero_point, -128), 127).to(tl.int8)
     tl.store(out_ptr + offs, out, mask=mask)
 
 
@@ -86,7 +140,7 @@ def launch_config(channels: int):
 
 def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tensor,
                   weight_multiplier: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor,
-                  output_zero_point: int) -> torch.Tensor:
+                  output_zero_point: int, variance_offset: int = 0) -> torch.Tensor:
     """Launcher of ``fqvit::ptf_layernorm`` (contiguous int8 ``x [M, C]``); int8 ``[M, C]``."""
     m, c = x.shape
     out = torch.empty_like(x)
@@ -98,7 +152,28 @@ def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tenso
     with device_guard(x):
         _ptf_layernorm_kernel[grid](
             x, out, ptf_alpha, weight_multiplier, bias, shift, m, c,
-            int(input_zero_point), int(output_zero_point),
+            int(input_zero_point), int(output_zero_point), int(variance_offset),
             ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=LN_NORM_FRAC_BITS, num_warps=num_warps,
+        )
+    return out
+
+
+def ptf_layernorm_dyadic(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tensor,
+                         gamma_multiplier: torch.Tensor, gamma_shift: torch.Tensor, beta: torch.Tensor,
+                         output_zero_point: int) -> torch.Tensor:
+    """Launcher of ``fqvit::ptf_layernorm_dyadic`` (contiguous int8 ``x [M, C]``); int8 ``[M, C]``."""
+    m, c = x.shape
+    out = torch.empty_like(x)
+    if m == 0:
+        return out
+    block_c, rows, num_warps = launch_config(c)
+    ptf_alpha, gamma_multiplier, gamma_shift, beta = (t.contiguous() for t in (ptf_alpha, gamma_multiplier,
+                                                                                gamma_shift, beta))
+    grid = (triton.cdiv(m, rows),)
+    with device_guard(x):
+        _ptf_layernorm_dyadic_kernel[grid](
+            x, out, ptf_alpha, gamma_multiplier, gamma_shift, beta, m, c,
+            int(input_zero_point), int(output_zero_point),
+            ROWS=rows, BLOCK_C=block_c, num_warps=num_warps, **DYADIC_CONSTEXPRS,
         )
     return out

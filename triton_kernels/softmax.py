@@ -1,15 +1,16 @@
 """``log_int_softmax``: FQ-ViT Log-Int-Softmax along the last dim, ``ROWS`` rows per program.
 
 Three passes over ``BLOCK_L`` chunks of each row: the row max; the int64 exponent sum
-``E = sum_j exp_table[max - s_j]`` (a 256-entry gather); then per element the round-half-even
-ratio ``R = round(E / e_j)`` (int64 division, remainder test for ties), ``floor(log2 R)`` by
-binary search and the next bit for the log2 rounding, and the mask (``e_j == 0`` or
-``code >= 2**bits`` give 255).
+``E = sum_j exp_table[max + 128, max - s_j]`` (a gather from the row maximum's 256-entry row); then
+per element the code as a count of per-row thresholds. The code follows FQ-ViT's float32
+``round(E / e)`` (:func:`fqvit_kernels.reference.float32_ratio`): ``code >= c`` iff ``e <= U_c(E)``
+with ``U_c = floor(fl32(E) / L_c)`` for the per-level constants ``L_c = P_c * 2**-S_c``
+(:func:`fqvit_kernels.reference.lis_level_constants`, passed as an int64 ``[63, 3]`` table).
+:func:`_level_threshold` evaluates ``U_c`` exactly in int64 (``fl32(E) = mant * 2**k`` with a
+25-bit ``mant``, long division in two steps), so no division happens per score.
 
-Also here: :func:`_lis_code4`, the division-free 4-bit code used inside the fused attention
-kernel. ``round(E / e) >= T`` is equivalent to ``e <= U_T(E)`` with per-row integer thresholds
-``U_T``, so a code is a count of 16 comparisons; :func:`lis_codes_by_thresholds` exposes it for
-exhaustive tests against the reference formula.
+Also here: :func:`_lis_code4`, the 4-bit code used inside the fused attention kernel (16 thresholds,
+the 16th being the mask), and :func:`lis_codes_by_thresholds`, which exposes it for exhaustive tests.
 """
 
 from __future__ import annotations
@@ -18,52 +19,69 @@ import torch
 import triton
 import triton.language as tl
 
-from ._intmath import bit_length
+from fqvit_kernels import reference as _ref
+
+from ._intmath import bit_length, round_to_float32
 from ._common import device_guard, interpreting, pow2_at_least
 
 LIS_MASKED_CODE = tl.constexpr(255)
+THRESHOLD_CAP = tl.constexpr(_ref.LIS_THRESHOLD_CAP)
+
+_LEVEL_TABLES = {}
+
+
+def level_table(device) -> torch.Tensor:
+    """The ``(P, S, inclusive)`` constants of every code level as a flat int64 tensor on ``device``."""
+    key = str(device)
+    if key not in _LEVEL_TABLES:
+        rows = [(p, s, int(inc)) for p, s, inc in _ref.lis_level_constants()]
+        _LEVEL_TABLES[key] = torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1)
+    return _LEVEL_TABLES[key]
 
 
 @triton.jit
-def _lis_code_by_division(total, exps, BITS: tl.constexpr):
-    """Reference formula: round-half-even ``E / e``, log2 rounding, mask; int32 codes."""
-    positive = exps > 0
-    den = tl.where(positive, exps, 1)
-    quot = total // den  # both non-negative: truncation is floor
-    twice_rem = 2 * (total - quot * den)
-    up = (twice_rem > den) | ((twice_rem == den) & ((quot & 1) == 1))
-    ratio = quot + tl.where(up, 1, 0)
-    msb = bit_length(ratio) - 1
-    below = tl.maximum(msb - 1, 0)
-    next_bit = tl.where(msb >= 1, (ratio >> below) & 1, 0)
-    code = msb + next_bit
-    valid = positive & (code < (1 << BITS))
-    return tl.where(valid, code, LIS_MASKED_CODE).to(tl.int32)
+def _float32_total(total):
+    """``fl32(E)`` of int64 row sums as ``(mant, k)``: ``fl32(E) = mant * 2**k``, ``mant < 2**25``."""
+    rounded = round_to_float32(total)
+    k = tl.maximum(bit_length(rounded) - 25, 0)  # <= 38 for E < 2**63
+    return rounded >> k, k
 
 
 @triton.jit
-def _lis_threshold(total, T: tl.constexpr):
-    """Largest ``e`` with ``round_half_even(total / e) >= T`` (int64 ``total >= 0``).
-
-    ``T`` even: ``2E >= (2T - 1) e``; ``T`` odd (only 3): ties round down, so ``2E - 1 >= 5 e``.
-    Written with ``divmod(E, 2T - 1)`` so that ``2E`` never overflows int64.
-    """
-    DEN: tl.constexpr = 2 * T - 1
-    TIE: tl.constexpr = T % 2
-    quot = total // DEN
-    twice_rem = 2 * (total - quot * DEN) - TIE
-    return 2 * quot + tl.where(twice_rem < 0, -1, tl.where(twice_rem >= DEN, 1, 0))
+def _level_threshold(mant, k, numerator, shift, inclusive):
+    """``U = floor(mant * 2**(k + shift) / numerator)`` (minus one when exclusive and exact), capped."""
+    a = mant << shift
+    q0 = a // numerator
+    r0 = a - q0 * numerator
+    k1 = tl.minimum(k, 30)
+    k2 = k - k1
+    t1 = r0 << k1
+    q1 = t1 // numerator
+    r1 = t1 - q1 * numerator
+    t2 = r1 << k2
+    q2 = t2 // numerator
+    r2 = t2 - q2 * numerator
+    huge = q0 >= (tl.full(k.shape, 1 << 62, tl.int64) >> k)
+    u = (q0 << k) + (q1 << k2) + q2 - tl.where((inclusive == 0) & (r2 == 0), 1, 0)
+    return tl.where(huge, THRESHOLD_CAP, tl.minimum(u, THRESHOLD_CAP))
 
 
 @triton.jit
-def _lis_thresholds(total):
-    """The 16 thresholds of 4-bit LIS: ``R >= T`` for ``T`` in 2, 3, 6, 12, ..., 3 * 2**14."""
-    return (_lis_threshold(total, 2), _lis_threshold(total, 3), _lis_threshold(total, 6),
-            _lis_threshold(total, 12), _lis_threshold(total, 24), _lis_threshold(total, 48),
-            _lis_threshold(total, 96), _lis_threshold(total, 192), _lis_threshold(total, 384),
-            _lis_threshold(total, 768), _lis_threshold(total, 1536), _lis_threshold(total, 3072),
-            _lis_threshold(total, 6144), _lis_threshold(total, 12288), _lis_threshold(total, 24576),
-            _lis_threshold(total, 49152))
+def _level(mant, k, levels_ptr, c: tl.constexpr):
+    return _level_threshold(mant, k, tl.load(levels_ptr + 3 * c), tl.load(levels_ptr + 3 * c + 1),
+                            tl.load(levels_ptr + 3 * c + 2))
+
+
+@triton.jit
+def _lis_thresholds(total, levels_ptr):
+    """The 16 thresholds of 4-bit LIS (codes 1..15 and the mask) for int64 row sums ``total``."""
+    mant, k = _float32_total(total)
+    return (_level(mant, k, levels_ptr, 0), _level(mant, k, levels_ptr, 1), _level(mant, k, levels_ptr, 2),
+            _level(mant, k, levels_ptr, 3), _level(mant, k, levels_ptr, 4), _level(mant, k, levels_ptr, 5),
+            _level(mant, k, levels_ptr, 6), _level(mant, k, levels_ptr, 7), _level(mant, k, levels_ptr, 8),
+            _level(mant, k, levels_ptr, 9), _level(mant, k, levels_ptr, 10), _level(mant, k, levels_ptr, 11),
+            _level(mant, k, levels_ptr, 12), _level(mant, k, levels_ptr, 13), _level(mant, k, levels_ptr, 14),
+            _level(mant, k, levels_ptr, 15))
 
 
 @triton.jit
@@ -93,9 +111,12 @@ def _lis_code4(exps, u):
 
 @triton.jit
 def _log_int_softmax_kernel(
-    s_ptr, out_ptr, table_ptr, R, L,
+    s_ptr, out_ptr, table_ptr, levels_ptr, R, L,
     BITS: tl.constexpr, ROWS: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
+    # Code levels counted (codes 1..CODE_LEVELS) and whether code 2**BITS (masked) is reachable.
+    CODE_LEVELS: tl.constexpr = min((1 << BITS) - 1, 63)
+    MASK_LEVEL: tl.constexpr = (1 << BITS) if (1 << BITS) <= 63 else 0
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < R
     row_base = rows.to(tl.int64) * L
@@ -106,20 +127,29 @@ def _log_int_softmax_kernel(
         mask = row_ok[:, None] & ((l0 + cols) < L)[None, :]
         s = tl.load(s_ptr + row_base[:, None] + (l0 + cols)[None, :], mask=mask, other=-128).to(tl.int32)
         row_max = tl.maximum(row_max, tl.max(s, axis=1))
+    row_table = table_ptr + (row_max + 128) * 256 + row_max
 
     total = tl.zeros((ROWS,), tl.int64)
     for l0 in range(0, L, BLOCK_L):
         mask = row_ok[:, None] & ((l0 + cols) < L)[None, :]
         s = tl.load(s_ptr + row_base[:, None] + (l0 + cols)[None, :], mask=mask, other=-128).to(tl.int32)
-        e = tl.load(table_ptr + (row_max[:, None] - s), mask=mask, other=0)
+        e = tl.load(row_table[:, None] - s, mask=mask, other=0)
         total += tl.sum(e, axis=1)
 
+    mant, k = _float32_total(tl.maximum(total, 1))
+    if MASK_LEVEL > 0:
+        masked_at = _level(mant, k, levels_ptr, MASK_LEVEL - 1)
+    else:
+        masked_at = tl.zeros_like(total)
     for l0 in range(0, L, BLOCK_L):
         mask = row_ok[:, None] & ((l0 + cols) < L)[None, :]
         offs = row_base[:, None] + (l0 + cols)[None, :]
         s = tl.load(s_ptr + offs, mask=mask, other=-128).to(tl.int32)
-        e = tl.load(table_ptr + (row_max[:, None] - s), mask=mask, other=0)
-        code = _lis_code_by_division(total[:, None], e, BITS)
+        e = tl.load(row_table[:, None] - s, mask=mask, other=0)
+        code = tl.zeros((ROWS, BLOCK_L), tl.int32)
+        for c in tl.static_range(CODE_LEVELS):
+            code += tl.where(e <= _level(mant, k, levels_ptr, c)[:, None], 1, 0)
+        code = tl.where((e <= 0) | (e <= masked_at[:, None]), LIS_MASKED_CODE, code)
         tl.store(out_ptr + offs, code.to(tl.uint8), mask=mask)
 
 
@@ -144,22 +174,23 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
     block_l, rows_per_program, num_warps = launch_config(length)
     grid = (triton.cdiv(rows, rows_per_program),)
     with device_guard(scores):
-        _log_int_softmax_kernel[grid](flat, result, exp_table.contiguous(), rows, length, BITS=int(bits),
-                                      ROWS=rows_per_program, BLOCK_L=block_l, num_warps=num_warps)
+        _log_int_softmax_kernel[grid](flat, result, exp_table.contiguous(), level_table(scores.device), rows, length,
+                                      BITS=int(bits), ROWS=rows_per_program, BLOCK_L=block_l, num_warps=num_warps)
     if result is not out:
         out.copy_(result)
     return out
 
 
 @triton.jit
-def _lis_codes_check_kernel(total_ptr, exps_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+def _lis_codes_check_kernel(total_ptr, exps_ptr, out_ptr, levels_ptr, R, L, BLOCK_R: tl.constexpr,
+                            BLOCK_L: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     mask = (rows < R)[:, None] & (cols < L)[None, :]
     total = tl.load(total_ptr + rows, mask=rows < R, other=1)
     offs = rows.to(tl.int64)[:, None] * L + cols[None, :]
     exps = tl.load(exps_ptr + offs, mask=mask, other=1)
-    code = _lis_code4(exps, _lis_thresholds(total))
+    code = _lis_code4(exps, _lis_thresholds(total, levels_ptr))
     tl.store(out_ptr + offs, code, mask=mask)
 
 
@@ -172,6 +203,6 @@ def lis_codes_by_thresholds(total: torch.Tensor, exps: torch.Tensor) -> torch.Te
     out = torch.empty((rows, length), dtype=torch.int32, device=exps.device)
     grid = (triton.cdiv(rows, 32), triton.cdiv(length, 256))
     with device_guard(exps):
-        _lis_codes_check_kernel[grid](total.contiguous(), exps.contiguous(), out, rows, length,
-                                      BLOCK_R=32, BLOCK_L=256)
+        _lis_codes_check_kernel[grid](total.contiguous(), exps.contiguous(), out, level_table(exps.device), rows,
+                                      length, BLOCK_R=32, BLOCK_L=256)
     return out

@@ -23,6 +23,7 @@ __all__ = [
     "quantize_codes",
     "log_int_softmax_float",
     "lis_codes_float",
+    "int_exp_float",
     "int_layernorm_float",
     "LIS_X0",
     "LIS_N",
@@ -57,7 +58,7 @@ def quantize_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tenso
     return torch.round(x / scale + zero_point).clamp(0, 2**bits - 1)
 
 
-def _int_exp_float(x_int: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def int_exp_float(x_int: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``QIntSoftmax.int_softmax.int_exp`` in float32 (I-BERT polynomial, ``n = 30``)."""
     a, b, c = LIS_COEF
     x0_int = torch.floor(LIS_X0 / scale)
@@ -80,7 +81,7 @@ def lis_codes_float(x: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> Tupl
     scale = scale.to(torch.float32)
     x_int = x / scale
     x_int = x_int - x_int.max(dim=-1, keepdim=True).values
-    exp_int = _int_exp_float(x_int, scale)
+    exp_int = int_exp_float(x_int, scale)
     exp_sum = exp_int.sum(dim=-1, keepdim=True)
     ratio = torch.round(exp_sum / exp_int)
     big = torch.floor(torch.log2(ratio))
