@@ -3,7 +3,10 @@
 Default (no arguments): the small ViT trained on scikit-learn's bundled handwritten digits by
 ``scripts/train_digits.py`` (checkpoint ``fqvit_kernels/data/digits_vit.pt``; no download), evaluated
 on its fixed test split in FP32 and in the quantized settings, printed in the paper's table layout
-with the top-1 agreement of the ``int`` path with the ``fake`` (FQ-ViT simulation) path.
+with two measures of how closely the ``int`` path reproduces the ``fake`` (FQ-ViT simulation) path:
+the top-1 agreement, and the share of identical block-output codes when every block runs both ways on
+the same input codes (mean over blocks). ``--digits-model b`` evaluates the second shipped model
+(another seed, depth and width).
 
 ImageNet: ``python -m fqvit_kernels.eval --model deit_small_patch16_224 --pretrained --data
 /path/to/imagenet`` (a folder with ``val/`` (and ``train/`` for calibration) in ImageFolder layout,
@@ -20,24 +23,43 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
-__all__ = ["DIGITS_CHECKPOINT", "digits_data", "digits_calibration", "build_digits_vit", "load_digits_model", "evaluate", "main"]
+__all__ = ["DIGITS_CHECKPOINT", "DIGITS_MODELS", "digits_data", "digits_calibration", "build_digits_vit",
+           "load_digits_model", "evaluate", "main"]
 
-#: Checkpoint of the digits ViT shipped with the package.
-DIGITS_CHECKPOINT = Path(__file__).resolve().parent / "data" / "digits_vit.pt"
+_DATA = Path(__file__).resolve().parent / "data"
 
-#: Architecture of the digits ViT (8x8 images, 2x2 patches: 16 tokens + class token).
-DIGITS_ARCH = dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=4,
-                   mlp_ratio=2.0, qkv_bias=True)
+
+class DigitsModel(NamedTuple):
+    """A small ViT trained on the digits by ``scripts/train_digits.py --variant <name>``."""
+
+    path: Path
+    arch: Dict[str, object]
+    seed: int
+
+
+#: The shipped digits ViTs (8x8 images, 2x2 patches: 16 tokens + class token): ``a`` is the default
+#: model of the evaluation, ``b`` a second one with another seed, depth and width.
+DIGITS_MODELS = {
+    "a": DigitsModel(_DATA / "digits_vit.pt", dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=96,
+                                                   depth=4, num_heads=4, mlp_ratio=2.0, qkv_bias=True), seed=0),
+    "b": DigitsModel(_DATA / "digits_vit_b.pt", dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64,
+                                                     depth=6, num_heads=2, mlp_ratio=4.0, qkv_bias=True), seed=1),
+}
+#: Checkpoint and architecture of the default digits ViT.
+DIGITS_CHECKPOINT = DIGITS_MODELS["a"].path
+DIGITS_ARCH = DIGITS_MODELS["a"].arch
 #: Fixed split of load_digits: 40 % of the 1797 images (719) for testing, stratified, seed 0.
 DIGITS_TEST_FRACTION = 0.4
 DIGITS_SPLIT_SEED = 0
 
-#: (label, preset) rows of the table, in the paper's order.
-DEFAULT_SETTINGS = [("MinMax", "minmax-8/8/8"), ("FQ-ViT", "fqvit-8/8/8"), ("FQ-ViT", "fqvit-8/8/4")]
+#: (label, preset) rows of the table, in the paper's order; the exact-LayerNorm rows differ from the
+#: FQ-ViT rows in int mode only (QuantConfig.int_layernorm).
+DEFAULT_SETTINGS = [("MinMax", "minmax-8/8/8"), ("FQ-ViT", "fqvit-8/8/8"), ("FQ-ViT", "fqvit-8/8/4"),
+                    ("FQ-ViT, exact int LN", "fqvit-8/8/8-exactln"), ("FQ-ViT, exact int LN", "fqvit-8/8/4-exactln")]
 EXTRA_SETTINGS = {"ema": ("EMA", "ema-8/8/8"), "percentile": ("Percentile", "percentile-8/8/8"),
                   "omse": ("OMSE", "omse-8/8/8"), "lis8": ("FQ-ViT (LIS 8-bit)", "fqvit-8/8/8-lis8")}
 
@@ -66,24 +88,25 @@ def digits_calibration(x_train: torch.Tensor, batches: int = 10, batch_size: int
     return _batches(x_train[order][: batches * batch_size], batch_size)
 
 
-def build_digits_vit(**train_kwargs):
-    """The digits ViT architecture (random weights), a timm ``VisionTransformer``.
+def build_digits_vit(arch: Optional[Dict[str, object]] = None, **train_kwargs):
+    """A digits ViT architecture (random weights), a timm ``VisionTransformer``; default model ``a``.
 
     ``train_kwargs`` (e.g. ``drop_path_rate``) only change training-time behaviour, not the weights.
     """
     from timm.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(**DIGITS_ARCH, **train_kwargs)
+    return VisionTransformer(**(arch or DIGITS_ARCH), **train_kwargs)
 
 
 def load_digits_model(path: Path = DIGITS_CHECKPOINT):
-    """The trained digits ViT (eval mode) from the shipped checkpoint."""
+    """A trained digits ViT (eval mode) from a checkpoint of ``scripts/train_digits.py``."""
     if not Path(path).exists():
         raise SystemExit(f"digits checkpoint {path} is missing: run python scripts/train_digits.py")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("arch") != DIGITS_ARCH:
-        raise SystemExit(f"{path} holds another architecture ({payload.get('arch')}); retrain with scripts/train_digits.py")
-    model = build_digits_vit()
+    arch = payload.get("arch")
+    if not isinstance(arch, dict):
+        raise SystemExit(f"{path} is not a digits checkpoint (no architecture); retrain with scripts/train_digits.py")
+    model = build_digits_vit(arch)
     model.load_state_dict(payload["state_dict"])
     return model.eval()
 
@@ -103,9 +126,15 @@ def _batches(x: torch.Tensor, size: int) -> List[torch.Tensor]:
 
 
 def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=("fake", "int"), device="cpu",
-             progress=False) -> List[Dict[str, object]]:
-    """FP32 and every ``(label, preset)`` of ``settings``: top-1 (%) per mode and int/fake agreement."""
+             progress=False, block_images: Optional[torch.Tensor] = None) -> List[Dict[str, object]]:
+    """FP32 and every ``(label, preset)`` of ``settings``: top-1 (%) per mode and int/fake agreement.
+
+    With ``block_images``, each row also gets ``block_agreement``: the mean over blocks of the
+    percentage of block-output codes on which int equals fake (both fed the same input codes;
+    :func:`fqvit_kernels.nn.fidelity.model_block_agreement`), and ``block_agreement_min``.
+    """
     from .nn import quantize_model
+    from .nn.fidelity import model_block_agreement
     from .quant import get_config
 
     rows = []
@@ -128,6 +157,10 @@ def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=(
         if "fake" in preds and "int" in preds:
             row["agreement"] = 100.0 * (preds["fake"] == preds["int"]).float().mean().item()
             row["int_minus_fake"] = row["top1_int"] - row["top1_fake"]
+            if block_images is not None:
+                blocks = [b["block"] for b in model_block_agreement(qmodel, block_images.to(device))]
+                row["block_agreement"] = sum(blocks) / len(blocks)
+                row["block_agreement_min"] = min(blocks)
         row["seconds"] = time.time() - t0
         rows.append(row)
     return rows
@@ -135,19 +168,21 @@ def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=(
 
 def format_table(rows, title: str) -> str:
     """The paper's layout: one line per method and mode, W/A/Attn bits, top-1, int/fake agreement."""
-    lines = [title, f"| {'Method':<28} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake agree (%)':>18} |",
-             f"|{'-' * 30}|{'-' * 10}|{'-' * 11}|{'-' * 20}|"]
+    lines = [title, f"| {'Method':<34} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake top-1 (%)':>18} "
+                    f"| {'int/fake block codes (%)':>24} |",
+             f"|{'-' * 36}|{'-' * 10}|{'-' * 11}|{'-' * 20}|{'-' * 26}|"]
     for row in rows:
         if row["preset"] == "fp32":
-            lines.append(f"| {row['method']:<28} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} |")
+            lines.append(f"| {row['method']:<34} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} | {'':>24} |")
             continue
         for mode in ("fake", "int"):
             key = f"top1_{mode}"
             if key not in row:
                 continue
             agree = f"{row['agreement']:.2f}" if mode == "int" and "agreement" in row else ""
+            block = f"{row['block_agreement']:.3f}" if mode == "int" and "block_agreement" in row else ""
             name = f"{row['method']} ({mode})"
-            lines.append(f"| {name:<28} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} |")
+            lines.append(f"| {name:<34} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} | {block:>24} |")
     return "\n".join(lines)
 
 
@@ -161,16 +196,19 @@ def _settings(extra: Sequence[str]):
 
 
 def run_digits(args) -> Dict[str, object]:
-    """Default evaluation on the shipped digits ViT."""
-    model = load_digits_model(Path(args.checkpoint) if args.checkpoint else DIGITS_CHECKPOINT)
+    """Default evaluation on a shipped digits ViT (``--digits-model``, default ``a``)."""
+    spec = DIGITS_MODELS[args.digits_model]
+    model = load_digits_model(Path(args.checkpoint) if args.checkpoint else spec.path)
     x_train, _, x_test, y_test = digits_data()
     calib = digits_calibration(x_train, args.calib_batches, args.calib_batch_size)
     t0 = time.time()
     rows = evaluate(model, calib, _batches(x_test, 256), y_test, _settings(args.extra), modes=args.modes,
-                    progress=not args.quiet)
-    title = (f"Digits ViT (sklearn load_digits, {len(y_test)} test images, {args.calib_batches}x"
-             f"{args.calib_batch_size} calibration images)")
-    return dict(dataset="digits", test_images=len(y_test), rows=rows, seconds=time.time() - t0, title=title)
+                    progress=not args.quiet, block_images=x_test)
+    arch = spec.arch
+    title = (f"Digits ViT {args.digits_model} ({arch['depth']} blocks x {arch['embed_dim']}, sklearn load_digits, "
+             f"{len(y_test)} test images, {args.calib_batches}x{args.calib_batch_size} calibration images)")
+    return dict(dataset="digits", model=args.digits_model, test_images=len(y_test), rows=rows,
+                seconds=time.time() - t0, title=title)
 
 
 def _imagenet_loaders(args, model):
@@ -212,8 +250,9 @@ def run_imagenet(args) -> Dict[str, object]:
     device = args.device
     model.to(device)
     t0 = time.time()
+    first = next(iter(loader))
     rows = evaluate(model, calib, loader, labels, _settings(args.extra), modes=args.modes, device=device,
-                    progress=not args.quiet)
+                    progress=not args.quiet, block_images=first[0] if isinstance(first, (tuple, list)) else first)
     return dict(dataset="imagenet", model=args.model, test_images=len(labels), rows=rows,
                 seconds=time.time() - t0, title=f"{args.model} on ImageNet val ({len(labels)} images)")
 
@@ -245,7 +284,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", default=["fake", "int"], choices=["fake", "int"])
     parser.add_argument("--extra", nargs="*", default=[], help=f"more baselines: {sorted(EXTRA_SETTINGS)}")
-    parser.add_argument("--checkpoint", help="digits checkpoint (default: the shipped one)")
+    parser.add_argument("--digits-model", choices=sorted(DIGITS_MODELS), default="a",
+                        help="which shipped digits ViT: a (4 blocks x 96) or b (6 blocks x 64, another seed)")
+    parser.add_argument("--checkpoint", help="digits checkpoint (default: the shipped one of --digits-model)")
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

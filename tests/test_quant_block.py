@@ -6,12 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from fqvit_kernels.nn import NotCalibratedError, QuantTimmVitBlock
-from fqvit_kernels.quant import get_config
+from fqvit_kernels.nn import NotCalibratedError, QuantTimmVitBlock, fidelity
+from fqvit_kernels.quant import QuantConfig, get_config
 
 timm_vit = pytest.importorskip("timm.models.vision_transformer")
 
 DIM, HEADS, TOKENS = 48, 4, 17
+
+#: Random-weight blocks: stages where FQ-ViT's own float32 arithmetic on dequantized values (q and k
+#: rounded to float32 before their dot product; the residual add and division in float32) decides
+#: near-ties that exact arithmetic with FQ-ViT's final float32 roundings cannot follow. Over 210
+#: random ViT-S draws, 2-3 % put these stages between 99.97 and 99.99 % (worst 99.971 %); the trained
+#: digits models keep every stage at 99.99 % or above (test_quant_model).
+RANDOM_BLOCK_FLOORS = {"attention": 99.95, "proj+residual": 99.95, "fc2+residual": 99.95}
 
 
 def _block(gen, **kwargs):
@@ -36,30 +43,19 @@ def _calibrated(gen, preset="fqvit-8/8/4", mode="int"):
     return blk, qb
 
 
-def _fake_codes(qb, x_int):
-    """The fake-mode output of the same (dequantized) int8 input, as stored int8 codes on qact4's grid."""
-    qb.set_mode("fake")
-    with torch.no_grad():
-        out = qb(qb.qact0.dequantize_int(x_int))
-    qb.set_mode("int")
-    return torch.round(out / qb.qact4.scale + qb.qact4.zero_point).clamp(0, 255) - 128
-
-
 @pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8", "minmax-8/8/8"])
-def test_int_block_within_one_lsb_of_fake(preset, gen):
+def test_int_block_close_to_fake(preset, gen):
+    """Whole block, both modes on the same input codes. Stage differences (see the stage test) are
+    rare but a flipped code propagates: a LayerNorm code moves a whole row of the next GEMM and a
+    score code a whole row of the 4-bit softmax, so the block agrees on fewer codes than any stage."""
     _, qb = _calibrated(gen, preset)
     x_int = qb.qact0.quantize_int(_tokens(gen, b=8))
-    out = qb(x_int)
-    assert out.dtype == torch.int8 and out.shape == x_int.shape
-    diff = (out.to(torch.float32) - _fake_codes(qb, x_int)).abs()
-    within, exact = (diff <= 1).float().mean().item(), (diff == 0).float().mean().item()
-    print(f"{preset}: int vs fake block output: {100 * within:.3f} % within 1 LSB, {100 * exact:.2f} % equal, "
-          f"max {diff.max().item():.0f} LSB")
-    # Differences come from the integer LayerNorm (15-bit vs FQ-ViT's 8-bit mantissa), the GELU table,
-    # half-up vs half-even rounding and exact vs float32 LIS; they stay at the LSB level.
-    assert within >= 0.99
-    assert exact >= 0.8
-    assert diff.max() <= 4
+    got, fake = fidelity.block_codes(qb, x_int)
+    assert got.dtype == torch.int8 and got.shape == x_int.shape
+    diff = (got.to(torch.int32) - fake.to(torch.int32)).abs()
+    exact = (diff == 0).double().mean().item()
+    print(f"{preset}: int vs fake block output {100 * exact:.3f} % equal, max {diff.max().item()} LSB")
+    assert exact >= 0.995
 
 
 def test_int_block_float_io_and_timm_keywords(gen):
@@ -151,88 +147,80 @@ def test_refuses_gated_attention():
         QuantTimmVitBlock.from_float(blk)
 
 
-def test_gelu_table_effect(gen):
-    """fc1 + GELU table (int) vs FQ-ViT's float fc1 + float GELU + mlp.qact1 (fake), same int8 input.
-
-    The table's input is fc1's output on a calibrated grid of 2**12 points over its range (low end
-    extended to -4), i.e. an extra rounding >= 8x finer than the 8-bit GELU output grid; measured
-    here in output LSBs, on inputs that also exceed the calibrated range.
-    """
-    _, qb = _calibrated(gen)
-    mlp = qb.mlp
-    h = qb.qact3.quantize_int(1.5 * torch.randn(256, DIM, generator=gen))
-    codes = torch.ops.fqvit.int8_linear(h, mlp.fc1.weight_int8, mlp.fc1.int_bias, mlp.fc1.multiplier,
-                                        mlp.fc1.shift, int(mlp.pre_gelu_zero_point), mlp.gelu_lut,
-                                        None, 0, None, None, None, 0)
-    pre = torch.nn.functional.linear(qb.qact3.dequantize_int(h), mlp.fc1.fake_weight(), mlp.fc1.bias)
-    g = torch.nn.functional.gelu(pre)
-    expected = torch.round(g / mlp.qact1.scale + mlp.qact1.zero_point).clamp(0, 255) - 128
-    diff = (codes.to(torch.float32) - expected).abs()
-    print(f"GELU table (2**12 entries): {100 * (diff == 0).float().mean():.2f} % equal, "
-          f"{100 * (diff <= 1).float().mean():.3f} % within 1 LSB of float GELU + qact1")
-    assert diff.max() <= 1
-    assert (diff == 0).float().mean() > 0.95
+def _assert_stages(agree: dict, what: str, floor: float = 99.99, lower: dict = None) -> None:
+    for stage, percent in agree.items():
+        bound = (lower or {}).get(stage, floor)
+        assert percent >= bound, f"{what} {stage}: {percent:.4f} % of codes equal fake, below {bound} %"
 
 
-def _stage_diffs(qb, x_int):
-    """Each int-mode stage vs its fake-mode counterpart fed the *same* input (dequantized int codes).
-
-    Returns ``{stage: |int - fake|}`` in output LSBs. Chained over a whole block these differences
-    (mainly the LayerNorm: exact integer LN vs FQ-ViT's 8-bit ``M``) can move attention scores across
-    LIS rounding thresholds; isolated, every stage is within one LSB.
-    """
-    from fqvit_kernels.nn.block import layernorm_int, linear_int
-
-    def codes(x, qa):
-        return torch.round(x / qa.scale + qa.zero_point).clamp(0, 255) - 128
-
-    def d(a, b):
-        return (a.to(torch.float32).reshape(b.shape) - b).abs()
-
-    ints = qb._int_params()
-    attn, mlp = qb.attn, qb.mlp
-    b, n, c = x_int.shape
-    x2 = x_int.reshape(b * n, c)
-    out = {}
-    qb.set_mode("fake")
-    with torch.no_grad():
-        xf = qb.qact0.dequantize_int(x_int)
-        h = layernorm_int(qb.norm1, x2, ints["in_zp"], ints["qact1_zp"])
-        out["norm1"] = d(h, codes(qb.qact1(qb.norm1(xf, qb.qact0, qb.qact1)), qb.qact1))
-        hf = qb.qact1.dequantize_int(h).reshape(b, n, c)
-        qkv = linear_int(attn.qkv, h, ints["qkv_zp"])
-        out["qkv"] = d(qkv, codes(attn.qact1(attn.qkv(hf)), attn.qact1))
-        ctx = attn.int_core(qkv, b, n, ints)
-        parts = attn.qact1.dequantize_int(qkv).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        scores = attn.qact_attn1((parts[0] @ parts[1].transpose(-2, -1)) * attn.scale)
-        probs = attn.softmax(scores, attn.qact_attn1)
-        ctx_f = attn.qact2((probs @ parts[2]).transpose(1, 2).reshape(b, n, c))
-        out["attention"] = d(ctx, codes(ctx_f, attn.qact2))
-        xm = linear_int(attn.proj, ctx, ints["qact3_attn_zp"], residual=x2, residual_zero_point=ints["in_zp"],
-                        final_zero_point=ints["qact2_zp"])
-        xm_f = qb.qact2(xf + attn.qact3(attn.proj(attn.qact2.dequantize_int(ctx).reshape(b, n, c))))
-        out["proj+residual"] = d(xm, codes(xm_f, qb.qact2))
-        xmf = qb.qact2.dequantize_int(xm).reshape(b, n, c)
-        h2 = layernorm_int(qb.norm2, xm, ints["qact2_zp"], ints["qact3_zp"])
-        out["norm2"] = d(h2, codes(qb.qact3(qb.norm2(xmf, qb.qact2, qb.qact3)), qb.qact3))
-        g = linear_int(mlp.fc1, h2, ints["pre_gelu_zp"], gelu_lut=mlp.gelu_lut)
-        g_f = mlp.qact1(torch.nn.functional.gelu(mlp.fc1(qb.qact3.dequantize_int(h2).reshape(b, n, c))))
-        out["fc1+gelu"] = d(g, codes(g_f, mlp.qact1))
-        o = linear_int(mlp.fc2, g, ints["mlp_qact2_zp"], residual=xm, residual_zero_point=ints["qact2_zp"],
-                       final_zero_point=ints["qact4_zp"])
-        o_f = qb.qact4(xmf + mlp.qact2(mlp.fc2(mlp.qact1.dequantize_int(g).reshape(b, n, -1))))
-        out["fc2+residual"] = d(o, codes(o_f, qb.qact4))
-    qb.set_mode("int")
-    return out
-
-
-@pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8"])
-def test_each_int_stage_within_one_lsb_of_fake(preset, gen):
+@pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8", "minmax-8/8/8"])
+def test_each_int_stage_reproduces_fake(preset, gen):
+    """Every stage of the int block against the same stage of FQ-ViT's fake block on the same input
+    codes: >= 99.99 % identical codes (issue target; the float32-limited stages of random weights:
+    RANDOM_BLOCK_FLOORS). The differences left are FQ-ViT's own float32 rounding (docs/numerics.md).
+    MinMax: fake uses a float LayerNorm (with eps), int the exact one with the same eps."""
     _, qb = _calibrated(gen, preset)
-    diffs = _stage_diffs(qb, qb.qact0.quantize_int(_tokens(gen, b=8)))
-    for stage, diff in diffs.items():
-        within = (diff <= 1).float().mean().item()
-        print(f"{preset} {stage:>14}: {100 * within:.3f} % within 1 LSB, {100 * (diff == 0).float().mean():.2f} % "
-              f"equal, max {diff.max().item():.0f}")
-        # Attention: exact LIS vs FQ-ViT's float32 LIS may flip a code on a near tie (rare).
-        assert within >= (0.999 if stage == "attention" else 1.0), stage
+    x_int = qb.qact0.quantize_int(_tokens(gen, b=64))  # 64 * 17 tokens: ~50k codes per stage
+    agree = fidelity.agreement(fidelity.stage_codes(qb, x_int))
+    print(preset, {k: round(v, 4) for k, v in agree.items()})
+    assert set(agree) == set(fidelity.STAGES)
+    _assert_stages(agree, preset, lower=RANDOM_BLOCK_FLOORS)
+
+
+def test_exact_layernorm_option_is_closer_to_float_than_fqvit(gen):
+    """int_layernorm="exact" trades fake-equality for the float LayerNorm: it differs from fake's
+    8-bit dyadic LayerNorm on a few percent of codes (FQ-ViT's approximation error)."""
+    blk = _block(gen)
+    calib = [_tokens(gen) for _ in range(3)]
+    default = QuantTimmVitBlock.from_float(blk, get_config("fqvit-8/8/4")).calibrate(calib)
+    exact = QuantTimmVitBlock.from_float(blk, QuantConfig(int_layernorm="exact")).calibrate(calib)
+    assert default.norm1.kind == "dyadic" and exact.norm1.kind == "exact"
+    x_int = default.qact0.quantize_int(_tokens(gen, b=32))
+    agree_default = fidelity.agreement(fidelity.stage_codes(default, x_int))["norm1"]
+    agree_exact = fidelity.agreement(fidelity.stage_codes(exact, x_int))["norm1"]
+    print(f"norm1 vs fake: fqvit {agree_default:.3f} %, exact {agree_exact:.3f} %")
+    assert agree_default >= 99.99 and agree_exact < agree_default
+
+
+def test_stage_harness_detects_a_wrong_stage(gen):
+    """The stage comparison is not vacuous: qkv with a 1 % smaller multiplier shows up there."""
+    _, qb = _calibrated(gen)
+    x_int = qb.qact0.quantize_int(_tokens(gen, b=16))
+    with torch.no_grad():
+        qb.attn.qkv.multiplier.copy_(qb.attn.qkv.multiplier.to(torch.int64) * 99 // 100)
+    agree = fidelity.agreement(fidelity.stage_codes(qb, x_int))
+    assert agree["qkv"] < 99.0 and agree["norm1"] >= 99.99
+
+
+def _vit_block(dim, heads, gen):
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
+        blk = timm_vit.Block(dim, heads, mlp_ratio=4.0, qkv_bias=True).eval()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    return blk
+
+
+def _vit_tokens(gen, b, dim):
+    x = torch.randn(b, 197, dim, generator=gen) * 0.7 + 0.1
+    x[..., :6] *= 30.0
+    return x
+
+
+
+
+@pytest.mark.parametrize("dim,heads", [(384, 6), (768, 12)])
+@pytest.mark.parametrize("preset", ["fqvit-8/8/4", "fqvit-8/8/8"])
+def test_vit_s_and_vit_b_blocks_reproduce_fake(dim, heads, preset, gen):
+    """Random-weight ViT-S / ViT-B blocks, 197 tokens: >= 99.99 % of fake's codes per stage (the
+    float32-limited stages: see RANDOM_BLOCK_FLOORS)."""
+    qb = QuantTimmVitBlock.from_float(_vit_block(dim, heads, gen), get_config(preset))
+    qb.calibrate([_vit_tokens(gen, 4, dim) for _ in range(3)])
+    x_int = qb.qact0.quantize_int(_vit_tokens(gen, 4, dim))
+    agree = fidelity.agreement(fidelity.stage_codes(qb, x_int))
+    got, fake = fidelity.block_codes(qb, x_int)
+    block = 100.0 * (got == fake).double().mean().item()
+    print(f"dim {dim} {preset}: {({k: round(v, 4) for k, v in agree.items()})}, block {block:.3f} %")
+    _assert_stages(agree, f"dim {dim} {preset}", lower=RANDOM_BLOCK_FLOORS)
+    assert block >= 95.0  # chained: rare stage flips spread through the next GEMM (reported, not a target)

@@ -8,14 +8,15 @@ with timm's attribute names::
     uniform, attn.softmax) -> @ v -> attn.qact2 -> attn.proj -> attn.qact3 -> (+ x) -> qact2 (PTF)
     norm2 -> qact3 -> mlp.fc1 -> GELU -> mlp.qact1 -> mlp.fc2 -> mlp.qact2 -> (+) -> qact4 (PTF)
 
-``int`` mode runs seven ``torch.ops.fqvit`` calls per block: ``ptf_layernorm`` (norm1 onto qact1),
+``int`` mode runs seven ``torch.ops.fqvit`` calls per block: the integer LayerNorm (norm1 onto qact1;
+``ptf_layernorm_dyadic``, FQ-ViT's own formula, or ``ptf_layernorm``, see ``QuantConfig.int_layernorm``),
 ``int8_linear`` (qkv onto attn.qact1), ``int_attention`` (scores on attn.qact_attn1's grid with
 ``d**-0.5`` folded into the score multiplier, 4-bit LIS, context onto attn.qact2), ``int8_linear``
 with the residual epilogue (proj: branch on attn.qact3, residual on the input grid, result on
-qact2), ``ptf_layernorm`` (norm2 onto qact3), ``int8_linear`` with the GELU table (fc1: the pre-GELU
-value on a calibrated grid spanning fc1's output range with ``2**gelu_lut_bits`` points, table onto
-mlp.qact1) and ``int8_linear`` with the residual epilogue (fc2: branch on mlp.qact2, result on
-qact4). Without LIS (uniform 8-bit softmax) the attention is composed from
+qact2), the integer LayerNorm (norm2 onto qact3), ``int8_linear`` with the GELU step table (fc1:
+the pre-GELU value on a grid much finer than one mlp.qact1 step, then the exact steps of
+``qact1(GELU(.))``, :func:`fqvit_kernels.params.gelu_table`) and ``int8_linear`` with the residual
+epilogue (fc2: branch on mlp.qact2, result on qact4). Without LIS (uniform 8-bit softmax) the attention is composed from
 ``torch.ops.fqvit.attention_scores`` and integer PyTorch ops (see :meth:`QuantAttention._uniform_int`).
 """
 
@@ -35,8 +36,6 @@ from .layers import NotCalibratedError, UnsupportedModelError, QAct, QuantLayerN
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block"]
 
-#: Lowest pre-GELU value the GELU table covers at least (GELU(-4) = -1.3e-4).
-PRE_GELU_FLOOR = -4.0
 #: Fractional bits of the exponent table of the integer uniform softmax (no-LIS presets).
 SOFTMAX_EXP_BITS = 20
 
@@ -134,7 +133,8 @@ class QuantAttention(QuantModule):
         # int-mode parameters of the attention core (filled at conversion).
         self.register_buffer("score_multiplier", _long(0))
         self.register_buffer("score_shift", _long(1))
-        self.register_buffer("exp_table", torch.zeros(256, dtype=torch.int64))
+        # LIS: FQ-ViT's exponent per (row max, distance); uniform softmax: exp(-d * s_score) per distance.
+        self.register_buffer("exp_table", torch.zeros((256, 256) if self.lis else (256,), dtype=torch.int64))
         self.register_buffer("out_multiplier", _long(0))
         self.register_buffer("out_shift", _long(1))
         # uniform (no-LIS) softmax: 1 / s_softmax as a fixed-point number.
@@ -165,7 +165,7 @@ class QuantAttention(QuantModule):
         self.score_multiplier.fill_(m)
         self.score_shift.fill_(s)
         if self.lis:
-            self.exp_table.copy_(params.lis_exp_table(s_score))
+            self.exp_table.copy_(params.lis_exp_table(s_score, self.qact_attn1.stored_zero_point))
             m, s = _fixed(s_qkv * 2.0**-reference.LIS_VALUE_SHIFT / s_ctx, "context ratio s_qkv * 2**-15 / s_ctx")
         else:
             d = torch.arange(256, dtype=torch.float64)
@@ -227,70 +227,57 @@ class QuantAttention(QuantModule):
             ctx = torch.matmul(code, v_c)
         else:  # exact: |sum| < 255 * 255 * N < 2**53
             ctx = torch.matmul(code.to(torch.float64), v_c.to(torch.float64)).to(torch.int64)
-        out = reference.requantize(ctx, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
+        out = reference.requantize_float32(ctx, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
         return out.to(torch.int8)
 
 
 class QuantMlp(QuantModule):
     """timm ``Mlp`` with FQ-ViT's quantizers (``fc1``, GELU, ``qact1``, ``fc2``, ``qact2``).
 
-    ``pre_gelu`` is a MinMax observer on fc1's output (FQ-ViT leaves it unquantized); it only
-    defines the input grid of the GELU table used in ``int`` mode.
+    FQ-ViT leaves fc1's output unquantized and applies the float GELU; ``int`` mode reproduces
+    ``qact1(GELU(fc1(x)))`` with a step table on a fine pre-GELU grid (``gelu_table``,
+    ``gelu_cell_bits``, ``gelu_pre_zero_point``; :func:`fqvit_kernels.params.gelu_table`), which
+    depends only on ``qact1``'s grid.
     """
 
     def __init__(self, mlp: nn.Module, config: QuantConfig, name: str = "mlp") -> None:
         super().__init__()
         hidden = mlp.fc1.out_features
-        self.lut_length = 2**config.gelu_lut_bits
         self.fc1 = QuantLinear(mlp.fc1)
-        self.pre_gelu = QAct(1, "minmax", config, f"{name}.pre_gelu")
         self.qact1 = QAct(hidden, "act", config, f"{name}.qact1")
         self.fc2 = QuantLinear(mlp.fc2, residual=True)
         self.qact2 = QAct(mlp.fc2.out_features, "act", config, f"{name}.qact2")
-        self.register_buffer("gelu_lut", torch.zeros(self.lut_length, dtype=torch.int8))
-        self.register_buffer("pre_gelu_zero_point", _long(0))
+        # Its length is set at conversion (it depends on qact1's scale); loading resizes it.
+        self.register_buffer("gelu_table", torch.zeros(1, dtype=torch.int32))
+        self.register_buffer("gelu_cell_bits", _long(0))
+        self.register_buffer("gelu_pre_zero_point", _long(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Float / fake forward (FQ-ViT ``Mlp.forward``); records fc1's output range while calibrating."""
-        x = self.fc1(x)
-        if self.calibrating:
-            self.pre_gelu.observer.update(x)
-        x = self.qact1(F.gelu(x))
+        """Float / fake forward (FQ-ViT ``Mlp.forward``)."""
+        x = self.qact1(F.gelu(self.fc1(x)))
         return self.qact2(self.fc2(x))
 
-    def convert(self, in_quantizer: QAct) -> None:
-        """Pre-GELU grid and the GELU table.
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        table = state_dict.get(prefix + "gelu_table")
+        if isinstance(table, torch.Tensor) and table.shape != self.gelu_table.shape:
+            self.gelu_table = torch.zeros(table.shape, dtype=self.gelu_table.dtype, device=self.gelu_table.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-        The grid spans ``[min(fc1 min, PRE_GELU_FLOOR), fc1 max]`` (calibrated MinMax) with
-        ``2**gelu_lut_bits`` points. Extending the low end to -4 makes inputs below the calibrated
-        range land where GELU is ~0 (``|GELU(-4)| = 1.3e-4``, under a quarter of any possible
-        ``mlp.qact1`` step, whose range includes GELU's minimum -0.17) instead of saturating at
-        ``GELU(min)``; above the range the table saturates at ``GELU(max)``, which is where
-        ``mlp.qact1`` clips anyway.
-        """
-        obs = self.pre_gelu.observer
-        if obs.initialized:
-            lo, hi = min(float(obs.min_val), PRE_GELU_FLOOR), float(obs.max_val)
-            pre_scale = max(hi - lo, 1e-8) / (self.lut_length - 1)
-            pre_zp = int(min(max(round(-lo / pre_scale), 0), self.lut_length - 1))
-            self.pre_gelu.scale.fill_(pre_scale)
-            self.pre_gelu.zero_point.fill_(pre_zp)
-            self.pre_gelu.calibrated.fill_(True)
-        self.pre_gelu.require_calibrated()
-        pre_scale = float(self.pre_gelu.scale)
-        pre_zp = int(self.pre_gelu.zero_point.item())
-        self.pre_gelu_zero_point.fill_(pre_zp)
-        self.gelu_lut.copy_(params.gelu_lut(pre_scale, pre_zp, self.lut_length, float(self.qact1.scale),
-                                            self.qact1.stored_zero_point))
-        _convert_linear(self.fc1, in_quantizer, pre_scale, in_zp=in_quantizer.stored_zero_point)
+    def convert(self, in_quantizer: QAct) -> None:
+        """The GELU step table for ``qact1``'s grid and fc1's requantization onto its pre-GELU grid."""
+        table = params.gelu_table(float(self.qact1.scale), self.qact1.stored_zero_point)
+        self.gelu_table = table.table.to(self.gelu_table.device)
+        self.gelu_cell_bits.fill_(table.cell_bits)
+        self.gelu_pre_zero_point.fill_(table.pre_zero_point)
+        _convert_linear(self.fc1, in_quantizer, table.pre_scale, in_zp=in_quantizer.stored_zero_point)
 
 
 def _convert_linear(lin: QuantLinear, in_quantizer: QAct, out_scale: float, in_zp: int) -> None:
-    s_x = float(in_quantizer.scale)
-    lin.int_bias.copy_(params.fold_linear_bias(lin.bias, lin.weight_int8.cpu(), s_x, lin.weight_scale.cpu(), in_zp))
-    m, s = params.fixed_point_multipliers(s_x * lin.weight_scale.double().cpu() / out_scale, "requant ratio s_x * s_w / s_out")
-    lin.multiplier.copy_(m)
-    lin.shift.copy_(s)
+    bias, mult, shift = params.linear_params(lin.weight_int8.cpu(), lin.weight_scale.cpu(), float(in_quantizer.scale),
+                                             in_zp, out_scale, None if lin.bias is None else lin.bias.cpu())
+    lin.int_bias.copy_(bias)
+    lin.multiplier.copy_(mult)
+    lin.shift.copy_(shift)
 
 
 def _convert_residual(lin: QuantLinear, branch: QAct, residual: QAct, out: QAct) -> None:
@@ -304,17 +291,12 @@ def _convert_residual(lin: QuantLinear, branch: QAct, residual: QAct, out: QAct)
 
 
 def convert_layernorm(norm: QuantLayerNorm, in_quantizer: QAct, out_quantizer: QAct) -> None:
-    """``ptf_layernorm`` parameters of ``norm`` between two calibrated quantizers."""
-    in_scale = in_quantizer.channel_scale(norm.channels)
-    norm.ptf_alpha.copy_(params.ptf_alpha(in_scale))
-    wm, bias, shift = params.layernorm_params(norm.weight.cpu(), norm.bias.cpu(), float(out_quantizer.scale))
-    norm.weight_multiplier.copy_(wm)
-    norm.ln_bias.copy_(bias)
-    norm.ln_shift.copy_(shift)
+    """Integer LayerNorm parameters of ``norm`` between two calibrated quantizers."""
+    norm.convert(in_quantizer, out_quantizer)
 
 
-def linear_int(lin: QuantLinear, x: torch.Tensor, output_zero_point: int, gelu_lut: Optional[torch.Tensor] = None,
-               residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
+def linear_int(lin: QuantLinear, x: torch.Tensor, output_zero_point: int, gelu_table: Optional[torch.Tensor] = None,
+               gelu_cell_bits: int = 0, residual: Optional[torch.Tensor] = None, residual_zero_point: int = 0,
                final_zero_point: int = 0) -> torch.Tensor:
     """``torch.ops.fqvit.int8_linear`` with ``lin``'s parameters, every argument passed explicitly."""
     if residual is None:
@@ -322,13 +304,13 @@ def linear_int(lin: QuantLinear, x: torch.Tensor, output_zero_point: int, gelu_l
     else:
         res_parts = (lin.branch_multiplier, lin.residual_multiplier, lin.residual_shift)
     return torch.ops.fqvit.int8_linear(x, lin.weight_int8, lin.int_bias, lin.multiplier, lin.shift, output_zero_point,
-                                       gelu_lut, residual, residual_zero_point, *res_parts, final_zero_point)
+                                       gelu_table, gelu_cell_bits, residual, residual_zero_point, *res_parts,
+                                       final_zero_point)
 
 
 def layernorm_int(norm: QuantLayerNorm, x: torch.Tensor, in_zp: int, out_zp: int) -> torch.Tensor:
-    """``torch.ops.fqvit.ptf_layernorm`` on int8 rows ``[M, C]``."""
-    return torch.ops.fqvit.ptf_layernorm(x, in_zp, norm.ptf_alpha, norm.weight_multiplier, norm.ln_bias,
-                                         norm.ln_shift, out_zp)
+    """The integer LayerNorm of ``norm`` on int8 rows ``[M, C]``."""
+    return norm.forward_int(x, in_zp, out_zp)
 
 
 class QuantTimmVitBlock(QuantModule):
@@ -397,7 +379,7 @@ class QuantTimmVitBlock(QuantModule):
     @property
     def calibrated(self) -> bool:
         """Whether every quantizer of the block has its parameters."""
-        return all(bool(m.calibrated) for m in self.modules() if isinstance(m, QAct) and m is not self.mlp.pre_gelu
+        return all(bool(m.calibrated) for m in self.modules() if isinstance(m, QAct)
                    and not (m is self.attn.softmax.qact and self.attn.lis))
 
     # -- forward ---------------------------------------------------------------------------------
@@ -429,7 +411,8 @@ class QuantTimmVitBlock(QuantModule):
             ints = self.attn.int_params()
             ints.update(in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
                         qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
-                        qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.pre_gelu_zero_point),
+                        qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
+                        gelu_cell_bits=int(self.mlp.gelu_cell_bits),
                         mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
             self._ints = ints
         return self._ints
@@ -463,7 +446,7 @@ class QuantTimmVitBlock(QuantModule):
         x = linear_int(attn.proj, ctx, ints["qact3_attn_zp"], residual=x, residual_zero_point=ints["in_zp"],
                        final_zero_point=ints["qact2_zp"])
         h = layernorm_int(self.norm2, x, ints["qact2_zp"], ints["qact3_zp"])
-        h = linear_int(mlp.fc1, h, ints["pre_gelu_zp"], gelu_lut=mlp.gelu_lut)
+        h = linear_int(mlp.fc1, h, ints["pre_gelu_zp"], gelu_table=mlp.gelu_table, gelu_cell_bits=ints["gelu_cell_bits"])
         return linear_int(mlp.fc2, h, ints["mlp_qact2_zp"], residual=x, residual_zero_point=ints["qact2_zp"],
                           final_zero_point=ints["qact4_zp"])
 

@@ -167,7 +167,7 @@ class QuantLinear(QuantModule):
         codes, scale = quantize_weight(linear.weight)
         self.register_buffer("weight_int8", codes)
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("int_bias", torch.zeros(n, dtype=torch.int32))
+        self.register_buffer("int_bias", torch.zeros(n, dtype=torch.int64))
         self.register_buffer("multiplier", torch.zeros(n, dtype=torch.int32))
         self.register_buffer("shift", torch.ones(n, dtype=torch.int32))
         if residual:
@@ -192,8 +192,11 @@ class QuantLinear(QuantModule):
 class QuantLayerNorm(QuantModule):
     """FQ-ViT ``QIntLayerNorm``: float LayerNorm while calibrating; in ``fake`` mode the integer-mode
     formula of fqvit_reference.md §3.3 when PTF is on, else the float LayerNorm on the fake-quantized
-    input. ``int`` mode parameters (``ptf_alpha``, ``weight_multiplier``, ``ln_bias``, ``ln_shift``)
-    are filled at conversion for ``torch.ops.fqvit.ptf_layernorm``.
+    input. ``int`` mode runs ``torch.ops.fqvit.ptf_layernorm_dyadic`` (``kind == "dyadic"``: PTF with
+    ``int_layernorm="fqvit"``, FQ-ViT's own formula) with ``gamma_multiplier``, ``gamma_shift``,
+    ``beta_fixed``, or ``torch.ops.fqvit.ptf_layernorm`` (``kind == "exact"``: the exact LayerNorm
+    with the float one's epsilon) with ``weight_multiplier``, ``ln_bias``, ``ln_shift``,
+    ``variance_offset``; ``ptf_alpha`` serves both. The owning block fills them at conversion.
     """
 
     def __init__(self, norm: nn.LayerNorm, config: QuantConfig) -> None:
@@ -206,12 +209,19 @@ class QuantLayerNorm(QuantModule):
         self.channels = c
         self.eps = norm.eps
         self.int_norm = config.ptf
+        self.kind = "dyadic" if config.ptf and config.int_layernorm == "fqvit" else "exact"
         self.register_buffer("weight", norm.weight.detach().clone().float())
         self.register_buffer("bias", norm.bias.detach().clone().float())
         self.register_buffer("ptf_alpha", torch.zeros(c, dtype=torch.int32))
-        self.register_buffer("weight_multiplier", torch.zeros(c, dtype=torch.int32))
-        self.register_buffer("ln_bias", torch.zeros(c, dtype=torch.int64))
-        self.register_buffer("ln_shift", torch.ones(c, dtype=torch.int32))
+        if self.kind == "dyadic":
+            self.register_buffer("gamma_multiplier", torch.zeros(c, dtype=torch.int32))
+            self.register_buffer("gamma_shift", torch.full((c,), 31, dtype=torch.int32))
+            self.register_buffer("beta_fixed", torch.zeros(c, dtype=torch.int64))
+        else:
+            self.register_buffer("weight_multiplier", torch.zeros(c, dtype=torch.int32))
+            self.register_buffer("ln_bias", torch.zeros(c, dtype=torch.int64))
+            self.register_buffer("ln_shift", torch.ones(c, dtype=torch.int32))
+            self.register_buffer("variance_offset", torch.zeros((), dtype=torch.int64))
 
     def forward(self, x: torch.Tensor, in_quantizer: Optional[QAct] = None,
                 out_quantizer: Optional[QAct] = None) -> torch.Tensor:
@@ -222,5 +232,33 @@ class QuantLayerNorm(QuantModule):
         out_quantizer.require_calibrated()
         return int_layernorm_float(x, in_quantizer.scale, out_quantizer.scale, self.weight, self.bias)
 
+    def convert(self, in_quantizer: QAct, out_quantizer: QAct) -> None:
+        """Integer parameters between two calibrated quantizers (PTF input, per-tensor output)."""
+        from .. import params
+
+        in_scale = in_quantizer.channel_scale(self.channels)
+        self.ptf_alpha.copy_(params.ptf_alpha(in_scale))
+        s_out = float(out_quantizer.scale)
+        if self.kind == "dyadic":
+            gm, gs, beta = params.layernorm_dyadic_params(self.weight.cpu(), self.bias.cpu(), s_out)
+            self.gamma_multiplier.copy_(gm)
+            self.gamma_shift.copy_(gs)
+            self.beta_fixed.copy_(beta)
+        else:
+            wm, bias, shift = params.layernorm_params(self.weight.cpu(), self.bias.cpu(), s_out)
+            self.weight_multiplier.copy_(wm)
+            self.ln_bias.copy_(bias)
+            self.ln_shift.copy_(shift)
+            # The float LayerNorm's epsilon (FQ-ViT's own integer LayerNorm has none: kind "dyadic").
+            self.variance_offset.fill_(params.layernorm_variance_offset(self.channels, self.eps, float(in_scale.min())))
+
+    def forward_int(self, x: torch.Tensor, in_zp: int, out_zp: int) -> torch.Tensor:
+        """The integer LayerNorm op on int8 rows ``[M, C]`` (stored zero points)."""
+        if self.kind == "dyadic":
+            return torch.ops.fqvit.ptf_layernorm_dyadic(x, in_zp, self.ptf_alpha, self.gamma_multiplier,
+                                                        self.gamma_shift, self.beta_fixed, out_zp)
+        return torch.ops.fqvit.ptf_layernorm(x, in_zp, self.ptf_alpha, self.weight_multiplier, self.ln_bias,
+                                             self.ln_shift, out_zp, int(self.variance_offset))
+
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, eps={self.eps}, int_norm={self.int_norm}"
+        return f"channels={self.channels}, eps={self.eps}, int_norm={self.int_norm}, kind={self.kind}"

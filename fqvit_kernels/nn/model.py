@@ -27,7 +27,7 @@ __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_q
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "fqvit-kernels/quantized-vit"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 ConfigLike = Union[QuantConfig, str, None]
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict
 
-__all__ = ["QuantConfig", "PRESETS", "get_config", "OBSERVERS"]
+__all__ = ["QuantConfig", "PRESETS", "get_config", "OBSERVERS", "INT_LAYERNORMS"]
 
 #: Names of the activation observers (fqvit_reference.md §2.3).
 OBSERVERS = ("minmax", "ema", "percentile", "omse")
+#: ``QuantConfig.int_layernorm`` choices.
+INT_LAYERNORMS = ("fqvit", "exact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +38,13 @@ class QuantConfig:
         ptf: power-of-two factor quantization of LayerNorm inputs plus FQ-ViT's integer-mode
             LayerNorm formula in ``fake`` mode.
         lis: Log-Int-Softmax on the attention map.
-        gelu_lut_bits: ``int`` mode only: log2 of the number of entries of the GELU table that
-            replaces the float GELU after ``fc1`` (the pre-GELU grid spans the calibrated fc1
-            output range with ``2**gelu_lut_bits`` points).
+        int_layernorm: ``int`` mode only, with ``ptf``: ``"fqvit"`` (default) runs FQ-ViT's own
+            integer LayerNorm (an 8-bit dyadic ``M / 2**N`` factor per element,
+            ``torch.ops.fqvit.ptf_layernorm_dyadic``), which is what ``fake`` mode and the paper's
+            numbers compute; ``"exact"`` runs an integer LayerNorm with a 31-bit root and
+            reciprocal (``torch.ops.fqvit.ptf_layernorm``), closer to the float LayerNorm but
+            no longer identical to ``fake``. Without ``ptf`` FQ-ViT uses a float LayerNorm and
+            ``int`` mode always uses the exact one.
         ema_sigma: EMA momentum of the ``ema`` observer.
         percentile_alpha: quantile of the ``percentile`` observer.
         percentile_sigma: EMA momentum of the ``percentile`` observer across batches.
@@ -51,7 +57,7 @@ class QuantConfig:
     observer: str = "minmax"
     ptf: bool = True
     lis: bool = True
-    gelu_lut_bits: int = 12
+    int_layernorm: str = "fqvit"
     ema_sigma: float = 0.01
     percentile_alpha: float = 0.99999
     percentile_sigma: float = 0.01
@@ -68,8 +74,8 @@ class QuantConfig:
             raise ValueError(f"attn_bits={self.attn_bits}: Log-Int-Softmax supports 4 or 8 bits")
         if not self.lis and self.attn_bits != 8:
             raise ValueError(f"attn_bits={self.attn_bits}: the uniform softmax quantizer supports 8 bits only")
-        if not 2 <= self.gelu_lut_bits <= 16:
-            raise ValueError(f"gelu_lut_bits={self.gelu_lut_bits}: must lie in 2..16")
+        if self.int_layernorm not in INT_LAYERNORMS:
+            raise ValueError(f"int_layernorm={self.int_layernorm!r}: choose one of {INT_LAYERNORMS}")
         if not 1 <= self.omse_candidates <= 100:
             raise ValueError(f"omse_candidates={self.omse_candidates}: must lie in 1..100")
 
@@ -105,6 +111,9 @@ PRESETS: Dict[str, QuantConfig] = {
     "fqvit-8/8/8": QuantConfig(attn_bits=8, ptf=True, lis=False),
     "fqvit-8/8/8-lis8": QuantConfig(attn_bits=8, ptf=True, lis=True),
     "fqvit-8/8/4": QuantConfig(attn_bits=4, ptf=True, lis=True),
+    # int mode with the exact integer LayerNorm instead of FQ-ViT's 8-bit dyadic one (fake unchanged).
+    "fqvit-8/8/8-exactln": QuantConfig(attn_bits=8, ptf=True, lis=False, int_layernorm="exact"),
+    "fqvit-8/8/4-exactln": QuantConfig(attn_bits=4, ptf=True, lis=True, int_layernorm="exact"),
 }
 
 
