@@ -123,13 +123,14 @@ def _run(ctx: Context, ext) -> List[Row]:
                      [("F.linear fp32", lambda: F.linear(af, bfl)), ("torch._int_mm", lambda: torch._int_mm(a, b.t()))],
                      2.0 * m * 3 * dim * dim, "op")
 
-        kernel = f"ptf_layernorm {model}"
-        if ctx.wants(kernel):
-            case = testing.layernorm_case(m, dim, gen)
-            xf = torch.randn(m, dim, generator=gen)
-            gamma, beta = torch.ones(dim), torch.zeros(dim)
-            bench.op("ptf_layernorm", kernel, f"M={m} C={dim}", case.args,
-                     [("F.layer_norm fp32", lambda: F.layer_norm(xf, (dim,), gamma, beta))], 2.0 * m * dim, "B")
+        for ln_op, make in (("ptf_layernorm", testing.layernorm_case), ("ptf_layernorm_dyadic", testing.layernorm_dyadic_case)):
+            kernel = f"{ln_op} {model}"
+            if ctx.wants(kernel):
+                case = make(m, dim, gen)
+                xf = torch.randn(m, dim, generator=gen)
+                gamma, beta = torch.ones(dim), torch.zeros(dim)
+                bench.op(ln_op, kernel, f"M={m} C={dim}", case.args,
+                         [("F.layer_norm fp32", lambda: F.layer_norm(xf, (dim,), gamma, beta))], 2.0 * m * dim, "B")
 
         d = dim // heads
         kernel = f"log_int_softmax {model}"

@@ -4,7 +4,8 @@
   ``torch._int_mm`` followed by a separate requantization, and FP8 row-wise ``torch._scaled_mm``;
   the four ViT-S/B/L linears at batch 1, 64, 256 (M = batch·197).
 * ``int_attention`` vs SDPA bf16 and vs the unfused fqvit ops, ViT-S/B/L heads, N = 197 and 577.
-* ``ptf_layernorm`` vs ``F.layer_norm`` bf16, in GB/s next to a measured device copy.
+* ``ptf_layernorm_dyadic`` (the default, FQ-ViT's) and ``ptf_layernorm`` vs ``F.layer_norm`` bf16,
+  in GB/s next to a measured device copy.
 * ``log_int_softmax`` vs ``torch.softmax`` bf16.
 
 Every fqvit kernel's output is checked against the reference on an independent slice (rows,
@@ -178,13 +179,13 @@ def norm_softmax_rows(ctx: Context, dev: str) -> List[Row]:
         del big, dst
         for model, dim, _, _ in models:
             m = batch * TOKENS
-            case = testing.layernorm_case(m, dim, gen).to(dev)
             kernel = f"layernorm {model}"
             shape = f"M={m} C={dim}"
-            out = case.run()
-            _check(kernel, out[:64], ref.ptf_layernorm(*_first_rows(case, 64)))
-            rows.append(_row("norm", kernel, shape, "fqvit ptf_layernorm", ctx, case.run, "F.layer_norm bf16",
-                             2.0 * m * dim, "B"))
+            for case in (testing.layernorm_dyadic_case(m, dim, gen).to(dev), testing.layernorm_case(m, dim, gen).to(dev)):
+                out = case.run()
+                _check(kernel, out[:64], getattr(ref, case.name)(*_first_rows(case, 64)))
+                rows.append(_row("norm", kernel, shape, f"fqvit {case.name}", ctx, case.run, "F.layer_norm bf16",
+                                 2.0 * m * dim, "B"))
             xb = torch.randn(m, dim, device=dev, dtype=torch.bfloat16)
             wb = torch.ones(dim, device=dev, dtype=torch.bfloat16)
             rows.append(_row("norm", kernel, shape, "F.layer_norm bf16", ctx,

@@ -84,11 +84,14 @@ for n_tok in (197, 577):
     t_sdpa = bench(lambda: F.scaled_dot_product_attention(qb, qb, qb))
     print(f"int_attention B=64 H=12 N={n_tok} D=64: {t_ours:.4f} ms, SDPA bf16 {t_sdpa:.4f} ms ({t_sdpa / t_ours:.2f}x)")
 case = testing.layernorm_case(12608, 768, gen).to("cuda")
+dyadic = testing.layernorm_dyadic_case(12608, 768, gen).to("cuda")
 src = case.args[0]
 dst = torch.empty_like(src)
 t_ln = bench(lambda: layernorm.ptf_layernorm(*case.args))
+t_dy = bench(lambda: layernorm.ptf_layernorm_dyadic(*dyadic.args))
 t_copy = bench(lambda: dst.copy_(src))
 print(f"ptf_layernorm 12608x768: {t_ln:.4f} ms, int8 copy {t_copy:.4f} ms ({t_copy / t_ln:.0%} of copy speed)")
+print(f"ptf_layernorm_dyadic 12608x768: {t_dy:.4f} ms ({t_copy / t_dy:.0%} of copy speed)")
 PY
 
 # The main job on this card: microbenchmarks, block and whole models side by side with the float
