@@ -67,20 +67,21 @@ inline int64_t float32_code(int64_t value, int64_t shift, int64_t zp) {
   return clamp64(round_half_even_shift(u, shift), 0, 255) - 128;
 }
 
-// The fast path of float32_code, for loops that must vectorize. With p = value + (zp + 128) * 2**shift
+// The fast path of float32_code, for loops that must vectorize (two functions rather than a struct:
+// GCC does not vectorize a loop over a struct-returning call). With p = value + (zp + 128) * 2**shift
 // (u = p * 2**-shift, the unsigned pre-round value), half_unit = 2**(shift - 1) and window =
-// 2**(shift - 15) (0 below shift 15): the code of u rounded half up, and whether u lies within 2**-15
-// of a half-integer. Away from those, FQ-ViT's two float32 roundings (each moves |y| < 512, u < 256
-// by less than 2**-16) cannot change the code; near them the caller redoes float32_code.
-struct Float32CodeFast {
-  int64_t code;
-  bool near_tie;
-};
-inline Float32CodeFast float32_code_fast(int64_t p, int64_t shift, int64_t half_unit, int64_t window) {
-  const int64_t h = p >> (shift - 1);       // 2u, floored
-  const int64_t below = p - (h << (shift - 1));  // [0, half_unit)
+// 2**(shift - 15) (0 below shift 15): float32_code_half_up is the code of u rounded half up, and
+// float32_near_tie is 1 when u lies within 2**-15 of a half-integer. Away from those, FQ-ViT's two
+// float32 roundings (each moves |y| < 512, u < 256 by less than 2**-16) cannot change the code; near
+// them the caller redoes float32_code.
+inline int64_t float32_code_half_up(int64_t p, int64_t shift) {
+  return clamp64(((p >> (shift - 1)) + 1) >> 1, 0, 255) - 128;
+}
+inline int64_t float32_near_tie(int64_t p, int64_t shift, int64_t half_unit, int64_t window) {
+  const int64_t h = p >> (shift - 1);             // 2u, floored
+  const int64_t below = p - (h << (shift - 1));   // [0, half_unit)
   const int64_t distance = (h & 1) ? below : half_unit - below;
-  return Float32CodeFast{clamp64((h + 1) >> 1, 0, 255) - 128, distance <= window};
+  return distance <= window ? 1 : 0;
 }
 
 inline int64_t float32_window(int64_t shift) { return shift >= 15 ? int64_t(1) << (shift - 15) : 0; }

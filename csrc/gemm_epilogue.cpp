@@ -107,9 +107,9 @@ FQVIT_SIMD int64_t row_residual_fast(const int32_t* FQVIT_R acc, const int64_t* 
   int64_t near = 0;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
-    const Float32CodeFast fast = float32_code_fast(mixed + zp_term[j], rshift[j], half_unit[j], window[j]);
-    out[j] = int8_t(fast.code);
-    near += fast.near_tie;
+    const int64_t p = mixed + zp_term[j];
+    out[j] = int8_t(float32_code_half_up(p, rshift[j]));
+    near += float32_near_tie(p, rshift[j], half_unit[j], window[j]);
   }
   return near;
 }
@@ -123,7 +123,7 @@ void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const
     return;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
-    if (float32_code_fast(mixed + terms.zp_term[j], rshift[j], terms.half_unit[j], terms.window[j]).near_tie)
+    if (float32_near_tie(mixed + terms.zp_term[j], rshift[j], terms.half_unit[j], terms.window[j]))
       out[j] = int8_t(float32_code(mixed, rshift[j], final_zp));
   }
 }

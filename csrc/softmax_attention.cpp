@@ -188,9 +188,9 @@ FQVIT_SIMD int64_t score_row_fast(const int32_t* FQVIT_R acc, const int64_t* FQV
   int64_t near = 0;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;  // |s| <= 255**2 * D < 2**31
-    const Float32CodeFast fast = float32_code_fast(s * mult + zp_term, shift, half_unit, window);
-    out[j] = int8_t(fast.code);
-    near += fast.near_tie;
+    const int64_t p = s * mult + zp_term;
+    out[j] = int8_t(float32_code_half_up(p, shift));
+    near += float32_near_tie(p, shift, half_unit, window);
   }
   return near;
 }
@@ -201,7 +201,7 @@ void score_row(const int32_t* acc, const int64_t* col_term, int64_t row_term, in
   if (!score_row_fast(acc, col_term, row_term, mult, shift, zp_term, half_unit, window, out, n)) return;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;
-    if (float32_code_fast(s * mult + zp_term, shift, half_unit, window).near_tie)
+    if (float32_near_tie(s * mult + zp_term, shift, half_unit, window))
       out[j] = int8_t(requantize_float32(s, mult, shift, zp));
   }
 }
@@ -285,9 +285,9 @@ FQVIT_SIMD int64_t requant_row_fast(const int32_t* FQVIT_R ctx, int64_t d, int64
                                     int64_t zp_term, int64_t half_unit, int64_t window, int8_t* FQVIT_R out) {
   int64_t near = 0;
   for (int64_t c = 0; c < d; ++c) {
-    const Float32CodeFast fast = float32_code_fast(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window);
-    out[c] = int8_t(fast.code);
-    near += fast.near_tie;
+    const int64_t p = int64_t(ctx[c]) * mult + zp_term;
+    out[c] = int8_t(float32_code_half_up(p, shift));
+    near += float32_near_tie(p, shift, half_unit, window);
   }
   return near;
 }
@@ -297,7 +297,7 @@ void requant_row(const int32_t* ctx, int64_t d, int64_t mult, int64_t shift, int
   const int64_t zp_term = (zp + 128) << shift, half_unit = int64_t(1) << (shift - 1), window = float32_window(shift);
   if (!requant_row_fast(ctx, d, mult, shift, zp_term, half_unit, window, out)) return;
   for (int64_t c = 0; c < d; ++c)
-    if (float32_code_fast(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window).near_tie)
+    if (float32_near_tie(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window))
       out[c] = int8_t(requantize_float32(int64_t(ctx[c]), mult, shift, zp));
 }
 
