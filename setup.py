@@ -23,7 +23,9 @@ if sources and os.environ.get("FQVIT_NO_EXTENSION", "0") != "1":
             name="fqvit_kernels._C",
             sources=sources,
             # No -std flag: torch.utils.cpp_extension picks the standard this torch needs (C++20 for 2.10+).
-            extra_compile_args={"cxx": ["-O3", *openmp]},
+            # -fwrapv: signed integer overflow wraps (defined) for any parameter values an op is
+            # handed with its value checks off; valid inputs never overflow.
+            extra_compile_args={"cxx": ["-O3", "-fwrapv", *openmp]},
             extra_link_args=openmp,
         )
     )

@@ -31,18 +31,24 @@ namespace fqvit {
 // floor((q + 1) / 2). This form cannot overflow and GCC vectorizes it (it does not vectorize the
 // constant `1 << (s-1)` with a per-lane s). `>>` on a signed int64 is an arithmetic shift
 // (floor division) with GCC/Clang, exactly like torch's `>>`.
-inline int64_t round_shift(int64_t v, int64_t s) {
-  return ((v >> (s - 1)) + 1) >> 1;
-}
-
 inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// Shift amounts taken from parameter tensors are clamped into the range where C++ defines the shift:
+// valid parameters are never changed by it, tampered ones (value checks off) give defined results.
+inline int64_t shift_amount(int64_t s, int64_t lo, int64_t hi) { return clamp64(s, lo, hi); }
+
+inline int64_t round_shift(int64_t v, int64_t s) {
+  s = shift_amount(s, 1, 63);
+  return ((v >> (s - 1)) + 1) >> 1;
 }
 
 // reference.round_half_even_shift: round(v / 2**s) with ties to even, 0 <= s <= 62. Built on the
 // half-up rounding of v >> (s - 1) and without `1 << s`, which GCC does not vectorize with a per-lane
 // s: a tie is an odd h = v >> (s - 1) with nothing below it, where half up gave k + 1 for k + 1/2.
 inline int64_t round_half_even_shift(int64_t v, int64_t s) {
+  s = shift_amount(s, 0, 62);
   const int64_t s1 = s > 0 ? s - 1 : 0;
   const int64_t h = v >> s1;
   const int64_t up = (h + 1) >> 1;
@@ -62,6 +68,7 @@ inline int64_t round_to_float32(int64_t v) {
 // reference.float32_code: FQ-ViT's float32 quantizer round(x / s + zp) on the exact
 // x / s = value * 2**-shift (shift <= 52, |value| < 2**62); stored int8 code.
 inline int64_t float32_code(int64_t value, int64_t shift, int64_t zp) {
+  shift = shift_amount(shift, 1, 52);
   const int64_t y = round_to_float32(value);
   const int64_t u = round_to_float32(y + ((zp + 128) << shift));
   return clamp64(round_half_even_shift(u, shift), 0, 255) - 128;
@@ -75,9 +82,11 @@ inline int64_t float32_code(int64_t value, int64_t shift, int64_t zp) {
 // float32 roundings (each moves |y| < 512, u < 256 by less than 2**-16) cannot change the code; near
 // them the caller redoes float32_code.
 inline int64_t float32_code_half_up(int64_t p, int64_t shift) {
+  shift = shift_amount(shift, 1, 52);
   return clamp64(((p >> (shift - 1)) + 1) >> 1, 0, 255) - 128;
 }
 inline int64_t float32_near_tie(int64_t p, int64_t shift, int64_t half_unit, int64_t window) {
+  shift = shift_amount(shift, 1, 52);
   const int64_t h = p >> (shift - 1);             // 2u, floored
   const int64_t below = p - (h << (shift - 1));   // [0, half_unit)
   const int64_t distance = (h & 1) ? below : half_unit - below;

@@ -85,9 +85,10 @@ struct ResidualTerms {
   std::vector<int64_t> zp_term, half_unit, window;
   ResidualTerms(const int32_t* rshift, int64_t n, int64_t final_zp) : zp_term(n), half_unit(n), window(n) {
     for (int64_t j = 0; j < n; ++j) {
-      zp_term[j] = (final_zp + 128) << rshift[j];
-      half_unit[j] = int64_t(1) << (rshift[j] - 1);
-      window[j] = float32_window(rshift[j]);
+      const int64_t s = shift_amount(rshift[j], 1, 52);
+      zp_term[j] = (final_zp + 128) << s;
+      half_unit[j] = int64_t(1) << (s - 1);
+      window[j] = float32_window(s);
     }
   }
 };

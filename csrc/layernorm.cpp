@@ -32,7 +32,7 @@ FQVIT_SIMD void row_sums(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, 
                          int64_t* FQVIT_R s2_out) {
   int64_t s1 = 0, s2 = 0;
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t v = (int64_t(x[j]) - zp) << alpha[j];
+    const int64_t v = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3);
     s1 += v;
     s2 += v * v;
   }
@@ -44,7 +44,7 @@ FQVIT_SIMD void row_output(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha
                            int64_t reciprocal, int64_t norm_shift, const int32_t* FQVIT_R wmult, const int64_t* FQVIT_R bias,
                            const int32_t* FQVIT_R shift, int64_t out_zp, int8_t* FQVIT_R out) {
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t dev = c * ((int64_t(x[j]) - zp) << alpha[j]) - s1;
+    const int64_t dev = c * ((int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3)) - s1;
     const int64_t norm = round_shift(dev * reciprocal, norm_shift);
     const int64_t affine = norm * wmult[j] + bias[j];
     out[j] = int8_t(clamp64(round_shift(affine, shift[j]) + out_zp, -128, 127));
@@ -64,7 +64,7 @@ FQVIT_SIMD void dyadic_row(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha
                            int64_t e0, int64_t mean, const int32_t* FQVIT_R gmult, const int32_t* FQVIT_R gshift,
                            const int64_t* FQVIT_R beta, int64_t out_zp, int8_t* FQVIT_R out) {
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t xj = (int64_t(x[j]) - zp) << alpha[j];
+    const int64_t xj = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3);
     const int64_t gm = gmult[j];
     const int64_t sign = gm < 0 ? -1 : 1;
     const int64_t magnitude = gm < 0 ? -gm : gm;  // 0 or in [2**30, 2**31) (validated)
@@ -75,7 +75,7 @@ FQVIT_SIMD void dyadic_row(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha
     const int64_t m = log2a > 7 ? 255 : (prod >> clamp64(-(e + n), 0, 63));
     const int64_t frac = kDyadicAFrac - (log2a > 7 ? log2a - 7 : 0);
     const int64_t a_fixed = prod >> clamp64(-(e + n) - frac, 0, 63);  // < 2**32
-    const int64_t mean_term = (sign * a_fixed * mean) >> (frac + kDyadicMeanFrac - kDyadicBFrac);
+    const int64_t mean_term = (sign * a_fixed * mean) >> shift_amount(frac + kDyadicMeanFrac - kDyadicBFrac, 0, 63);
     const int64_t beta_term = beta[j] >> (kDyadicBetaFrac - kDyadicBFrac - n);
     const int64_t b = round_half_even_shift(beta_term - mean_term, kDyadicBFrac);
     const int64_t y = round_half_even_shift(sign * m * xj + b, n);

@@ -7,6 +7,7 @@ for rank, shape, device, layout or value problems. Metadata checks run everywher
 
 from __future__ import annotations
 
+import zlib
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -74,19 +75,31 @@ def _readable(t: torch.Tensor) -> bool:
 
 # Parameter tensors (multipliers, shifts, biases, tables) are passed unchanged on every call, and
 # reading their values costs a device synchronisation on a GPU. A tensor that passed a check is
-# remembered with its version counter, so the check is repeated only after it is modified.
+# remembered with a fingerprint, so the check is repeated only after it changes. The version counter
+# misses writes through ``.data`` or ``.numpy()``: on the CPU the fingerprint also holds a CRC of the
+# contents (a fraction of the cost of the check itself); on a GPU it is the version counter and the
+# storage address (reading the contents would be the synchronisation the cache avoids), and the
+# kernels stay free of undefined behaviour whatever the values.
 _PASSED = WeakIdKeyDictionary()
+
+
+def _fingerprint(t: torch.Tensor):
+    if t.device.type != "cpu":
+        return (t._version, t.data_ptr())
+    data = t.detach().contiguous()
+    return (t._version, t.data_ptr(), zlib.crc32(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else 0)
 
 
 def _already_passed(t: torch.Tensor, key) -> bool:
     entry = _PASSED.get(t)
-    return entry is not None and entry[0] == t._version and key in entry[1]
+    return entry is not None and key in entry[1] and entry[0] == _fingerprint(t)
 
 
 def _remember(t: torch.Tensor, key) -> None:
+    fingerprint = _fingerprint(t)
     entry = _PASSED.get(t)
-    keys = entry[1] if entry is not None and entry[0] == t._version else frozenset()
-    _PASSED[t] = (t._version, keys | {key})
+    keys = entry[1] if entry is not None and entry[0] == fingerprint else frozenset()
+    _PASSED[t] = (fingerprint, keys | {key})
 
 
 def once(t: torch.Tensor, key, check) -> None:

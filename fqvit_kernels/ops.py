@@ -9,13 +9,17 @@ and dtype errors surface identically under ``torch.compile``.
 Validation raises ``TypeError`` (wrong dtype / Python type) or ``ValueError`` (rank, shape, device,
 layout, out-of-range values), always naming the argument. Checks that read tensor *values*
 (parameter ranges, overflow headroom, NaN in float inputs) can be switched off with
-:func:`value_checks` once the parameters are known good, e.g. inside a converted block.
+:func:`value_checks` once the parameters are known good, e.g. inside a converted block; the switch
+is per thread. Kernels stay free of undefined behaviour for any parameter values (they clamp shift
+amounts and wrap integer overflow), so skipped checks can only cost meaningful results, never memory
+safety.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 from typing import Callable, Dict, Iterator, Optional
 
 import torch
@@ -51,26 +55,28 @@ MAX_GELU_CELL_BITS = ref.GELU_MAX_CELL_BITS
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
-_VALUE_CHECKS = True
+# Per thread: a block that switches the checks off for its own calls must not switch them off for
+# another thread calling at the same time.
+_STATE = threading.local()
 
 
 @contextlib.contextmanager
 def value_checks(enabled: bool) -> Iterator[None]:
-    """Context manager turning the value-reading checks on or off (metadata checks always run)."""
-    global _VALUE_CHECKS
-    previous, _VALUE_CHECKS = _VALUE_CHECKS, bool(enabled)
+    """Context manager turning the value-reading checks on or off in this thread (metadata checks
+    always run)."""
+    previous = getattr(_STATE, "enabled", True)
+    _STATE.enabled = bool(enabled)
     try:
         yield
     finally:
-        _VALUE_CHECKS = previous
+        _STATE.enabled = previous
 
 
 def value_checks_enabled() -> bool:
-    """Whether value-reading checks run now: not while compiling or capturing a CUDA graph.
-
-    (Parameter tensors checked once before capture stay checked: see ``_checks.once``.)
+    """Whether value-reading checks run now in this thread: not while compiling or capturing a CUDA
+    graph. (Parameter tensors checked once before capture stay checked: see ``_checks.once``.)
     """
-    if not _VALUE_CHECKS or torch.compiler.is_compiling():
+    if not getattr(_STATE, "enabled", True) or torch.compiler.is_compiling():
         return False
     return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
@@ -172,6 +178,12 @@ def _check_int8_linear(x, weight, bias, multiplier, shift, output_zero_point, ge
         if residual is not None:
             raise ValueError("gelu_table and residual are exclusive epilogues (fc1 uses the table, proj/fc2 the residual)")
         _check_gelu_table(gelu_table, gelu_cell_bits, dev)
+        # With a table, output_zero_point is the pre-GELU grid's zero point: the code of the value 0,
+        # which lies inside the staircase the table spans (params.gelu_table puts it there).
+        span = gelu_table.numel() << gelu_cell_bits
+        if not 0 <= output_zero_point <= span:
+            raise ValueError(f"output_zero_point (the pre-GELU zero point) must be in [0, {span}] for a gelu_table of "
+                             f"{gelu_table.numel()} cells of 2**{gelu_cell_bits}, got {output_zero_point}")
     else:
         if gelu_cell_bits != 0:
             raise ValueError(f"gelu_cell_bits={gelu_cell_bits!r} needs a gelu_table")

@@ -20,12 +20,20 @@ except ImportError as exc:  # only when the extension was not built
 INT32_MAX = 2**31 - 1
 
 
-def check(name, args, what=""):
-    """C++ direct and dispatched outputs equal the reference (values, dtype, shape and strides)."""
+def check(name, args, what="", refused=None):
+    """C++ direct and dispatched outputs equal the reference (values, dtype, shape and strides).
+
+    ``refused``: arguments the op refuses with a ValueError matching it, which the kernel must
+    still compute like the reference (no undefined behaviour for any parameter value).
+    """
     expected = getattr(ref, name)(*args)
     direct = getattr(_C, name)(*args)
     label = f"{name} {what}".strip()
     testing.assert_equal(direct, expected, f"{label} (fqvit_kernels._C)")
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
+            getattr(torch.ops.fqvit, name)(*args)
+        return direct
     dispatched = getattr(torch.ops.fqvit, name)(*args)
     testing.assert_equal(dispatched, expected, f"{label} (torch.ops.fqvit)")
     if name == "int_attention":  # [B, H, N, D] in [B, N, H, D] memory, as the fake kernel says
@@ -125,7 +133,8 @@ def test_int8_linear_extreme_parameters(gen):
         for bits in (0, 3, 20):
             table = testing.random_step_table(gen, 2, bits)
             for t_zp in (-(2**31), INT32_MAX, 0):
-                check("int8_linear", (x, w, bias, mult, shift, t_zp, table, bits), f"gelu 2-cell table bits={bits}")
+                check("int8_linear", (x, w, bias, mult, shift, t_zp, table, bits), f"gelu 2-cell table bits={bits}",
+                      refused=None if 0 <= t_zp <= 2 << bits else "pre-GELU zero point")
 
 
 def test_int8_linear_gelu_step_table_edges(gen):
@@ -137,7 +146,8 @@ def test_int8_linear_gelu_step_table_edges(gen):
         table = testing.random_step_table(gen, length, cell_bits)
         span = length << cell_bits
         for zp in (span // 2, 0, span, -span, 2**31 - 1):
-            check("int8_linear", (x, w, bias, mult, shift, zp, table, cell_bits), f"L={length} bits={cell_bits}")
+            check("int8_linear", (x, w, bias, mult, shift, zp, table, cell_bits), f"L={length} bits={cell_bits}",
+                  refused=None if 0 <= zp <= span else "pre-GELU zero point")
 
 
 # ----------------------------------------------------------------------------------------------

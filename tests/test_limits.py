@@ -23,8 +23,11 @@ else:
     _TRITON, _TRITON_DEVICE = {}, None
 
 
-def _backends_agree(name, args, expected, triton=True):
-    testing.assert_equal(getattr(torch.ops.fqvit, name)(*args), expected, f"{name} dispatched")
+def _backends_agree(name, args, expected, triton=True, dispatch=True):
+    """Every backend equals ``expected``; ``dispatch=False`` for arguments the op refuses but the
+    kernels must still handle without undefined behaviour."""
+    if dispatch:
+        testing.assert_equal(getattr(torch.ops.fqvit, name)(*args), expected, f"{name} dispatched")
     if _C is not None:
         testing.assert_equal(getattr(_C, name)(*args), expected, f"{name} C++")
     if triton and name in _TRITON:
@@ -84,7 +87,11 @@ def test_int8_linear_gelu_table_at_its_limits():
                     expected[i, n] = below + (direction if t[i][n] - (cell << bits) >= (e >> 10) else 0)
             out = ref.int8_linear(*args)
             testing.assert_equal(out, expected, f"L={length} bits={bits} zp={zp}")
-            _backends_agree("int8_linear", args, expected)
+            inside = 0 <= zp <= length << bits  # a pre-GELU zero point outside the table: refused by the op
+            _backends_agree("int8_linear", args, expected, dispatch=inside)
+            if not inside:
+                with pytest.raises(ValueError, match="pre-GELU zero point"):
+                    torch.ops.fqvit.int8_linear(*args)
     with pytest.raises(ValueError, match="more than 2"):
         torch.ops.fqvit.int8_linear(x, w, bias, mult, shift, 0, torch.zeros(2**16, dtype=torch.int32), 15)
 

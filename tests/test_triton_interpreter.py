@@ -154,6 +154,27 @@ def test_ptf_layernorm_dyadic(m, c, gen):
     _run(testing.layernorm_dyadic_case(m, c, gen), layernorm.ptf_layernorm_dyadic)
 
 
+def test_out_of_range_shifts_and_alphas_are_clamped_not_undefined(gen):
+    """Parameters the ops refuse (reachable with value checks off, or tampered after a cached check)
+    still give defined results: the reference at the clamped value (LLVM makes an out-of-range
+    shift poison, so without the clamp the GPU result would be arbitrary)."""
+    x, w, bias, mult, shift, zp = testing.linear_case(9, 12, 30, gen).args
+    for bad in (0, -1, -(2**31), 63, 64, 2**31 - 1):
+        tampered = shift.clone()
+        tampered[::2] = bad
+        case = testing.OpCase("int8_linear", (x, w, bias, mult, tampered, zp)).to(DEVICE)
+        expected = ref.int8_linear(x, w, bias, mult, tampered.clamp(1, 63), zp)
+        testing.assert_equal(gemm.int8_linear(*case.args).cpu(), expected, f"shift {bad}")
+    args = list(testing.layernorm_case(5, 40, gen).args)
+    alpha = args[2].clone()
+    alpha[::3] = 9
+    alpha[1::3] = -4
+    expected = ref.ptf_layernorm(*args[:2], alpha.clamp(0, 3), *args[3:])
+    args[2] = alpha
+    got = layernorm.ptf_layernorm(*testing.OpCase("ptf_layernorm", tuple(args)).to(DEVICE).args).cpu()
+    testing.assert_equal(got, expected, "alpha out of range")
+
+
 @pytest.mark.parametrize("dyadic", [False, True])
 def test_ptf_layernorm_zero_variance_and_extreme_rows(dyadic, gen):
     case = (testing.layernorm_dyadic_case if dyadic else testing.layernorm_case)(6, 48, gen)

@@ -1,4 +1,9 @@
-"""Integer helpers shared by the Triton kernels, each mirroring its twin in fqvit_kernels.reference."""
+"""Integer helpers shared by the Triton kernels, each mirroring its twin in fqvit_kernels.reference.
+
+Shift amounts that come from parameter tensors are clamped into the range the reference allows
+(LLVM makes an out-of-range shift poison): valid parameters are unchanged, tampered ones (value
+checks off) give defined results.
+"""
 
 import triton
 import triton.language as tl
@@ -7,6 +12,7 @@ import triton.language as tl
 @triton.jit
 def round_shift(value, shift):
     """``floor((value + 2**(shift-1)) / 2**shift)`` on int64 (arithmetic right shift), as the reference."""
+    shift = tl.minimum(tl.maximum(shift, 1), 63)
     half = tl.full(value.shape, 1, tl.int64) << (shift - 1)
     return (value + half) >> shift
 
@@ -27,6 +33,7 @@ def bit_length(value):
 @triton.jit
 def round_half_even_shift(value, shift):
     """``round(value / 2**shift)`` with ties to even on int64, ``shift >= 0``, as the reference."""
+    shift = tl.minimum(tl.maximum(shift, 0), 62)
     quot = value >> shift
     rem = value - (quot << shift)
     half = tl.where(shift > 0, tl.full(value.shape, 1, tl.int64) << tl.maximum(shift - 1, 0), 0)
@@ -55,6 +62,7 @@ def round_to_float32(value):
 def float32_code(value, shift, zero_point):
     """reference.float32_code on int64 ``value`` (``shift`` scalar or broadcastable): FQ-ViT's float32
     ``round(x / s + zp)`` of the exact ``x / s = value * 2**-shift``; stored int8 codes (int64)."""
+    shift = tl.minimum(tl.maximum(shift, 1), 52)
     y = round_to_float32(value)
     u = round_to_float32(y + (tl.full(value.shape, 1, tl.int64) * (zero_point + 128) << shift))
     code = round_half_even_shift(u, shift)

@@ -56,7 +56,7 @@ def _row_statistics(x_ptr, alpha_ptr, M, C, input_zero_point, variance_offset, r
     mask = (rows[:, None] < M) & col_ok[None, :]
     offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0).to(tl.int64)
-    alpha = tl.load(alpha_ptr + cols, mask=col_ok, other=0).to(tl.int64)
+    alpha = tl.minimum(tl.maximum(tl.load(alpha_ptr + cols, mask=col_ok, other=0), 0), 3).to(tl.int64)
     centered = (x - input_zero_point) << alpha[None, :]
     centered = tl.where(mask, centered, 0)
     sum1 = tl.sum(centered, axis=1)
@@ -118,7 +118,7 @@ def _ptf_layernorm_dyadic_kernel(
     m = tl.where(log2_a > 7, 255, prod >> tl.minimum(tl.maximum(-(e + n), 0), 63))
     frac = A_FRAC - tl.maximum(log2_a - 7, 0)
     a_fixed = prod >> tl.minimum(tl.maximum(-(e + n) - frac, 0), 63)
-    mean_term = (sign[None, :] * a_fixed * mean[:, None]) >> (frac + MEAN_FRAC - B_FRAC)
+    mean_term = (sign[None, :] * a_fixed * mean[:, None]) >> tl.minimum(tl.maximum(frac + MEAN_FRAC - B_FRAC, 0), 63)
     beta_term = beta[None, :] >> (BETA_FRAC - B_FRAC - n)
     b = round_half_even_shift(beta_term - mean_term, tl.full(prod.shape, B_FRAC, tl.int64))
     y = round_half_even_shift(sign[None, :] * m * centered + b, n)
