@@ -23,9 +23,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+
+from .imagefolder import default_workers
 
 __all__ = ["DIGITS_CHECKPOINT", "DIGITS_MODELS", "digits_data", "digits_calibration", "build_digits_vit",
            "load_digits_model", "evaluate", "main"]
@@ -112,13 +114,32 @@ def load_digits_model(path: Path = DIGITS_CHECKPOINT):
 
 
 @torch.no_grad()
-def predict(model, loader, device="cpu") -> torch.Tensor:
-    """Top-1 predictions of ``model`` over ``loader`` (batches of images or (images, labels))."""
-    preds = []
+def predict(model, loader, device="cpu", return_labels: bool = False):
+    """Top-1 predictions of ``model`` over ``loader`` (batches of images or (images, labels)).
+
+    With ``return_labels``, returns ``(predictions, labels)`` where ``labels`` are the ones the
+    loader yielded (None for image-only batches): a loader that drops unreadable files drops their
+    labels too, so the two stay aligned.
+    """
+    preds, labels = [], []
     for batch in loader:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(batch, (tuple, list)) and len(batch) > 1:
+            labels.append(torch.as_tensor(batch[1]).cpu())
         preds.append(model(images.to(device)).argmax(dim=-1).cpu())
-    return torch.cat(preds)
+    preds = torch.cat(preds)
+    if not return_labels:
+        return preds
+    return preds, (torch.cat(labels) if labels else None)
+
+
+def _top1(model, loader, labels: Optional[torch.Tensor], device) -> Tuple[torch.Tensor, float]:
+    """Predictions and top-1 (%), scored against the loader's own labels when it yields them."""
+    preds, seen = predict(model, loader, device, return_labels=True)
+    truth = seen if seen is not None else labels
+    if truth is None or len(truth) != len(preds):
+        raise ValueError(f"{len(preds)} predictions but {'no' if truth is None else len(truth)} labels")
+    return preds, 100.0 * (preds == truth).float().mean().item()
 
 
 def _batches(x: torch.Tensor, size: int) -> List[torch.Tensor]:
@@ -139,9 +160,9 @@ def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=(
 
     rows = []
     t0 = time.time()
-    fp32 = predict(model, test_batches, device)
-    rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32",
-                     top1=100.0 * (fp32 == labels).float().mean().item(), seconds=time.time() - t0))
+    _, fp32_top1 = _top1(model, test_batches, labels, device)
+    rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32", top1=fp32_top1,
+                     seconds=time.time() - t0))
     for label, preset in settings:
         config = get_config(preset)
         t0 = time.time()
@@ -152,8 +173,7 @@ def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=(
             if mode == "int" and config.lis and config.attn_bits != 4:
                 continue  # no integer kernel for 8-bit LIS codes
             qmodel.set_mode(mode)
-            preds[mode] = predict(qmodel, test_batches, device)
-            row[f"top1_{mode}"] = 100.0 * (preds[mode] == labels).float().mean().item()
+            preds[mode], row[f"top1_{mode}"] = _top1(qmodel, test_batches, labels, device)
         if "fake" in preds and "int" in preds:
             row["agreement"] = 100.0 * (preds["fake"] == preds["int"]).float().mean().item()
             row["int_minus_fake"] = row["top1_int"] - row["top1_fake"]
@@ -225,16 +245,18 @@ def _imagenet_loaders(args, model):
     from timm.data import create_transform, resolve_data_config
     from torchvision.datasets import ImageFolder
 
+    from .imagefolder import SkippingLoader, calibration_batches
+
     transform = create_transform(**resolve_data_config({}, model=model))
     val = ImageFolder(str(val_dir), transform=transform)
     calib_set = ImageFolder(str(calib_dir), transform=transform)
-    gen = torch.Generator().manual_seed(0)
-    pick = torch.randperm(len(calib_set), generator=gen)[: args.calib_batches * args.calib_batch_size].tolist()
-    calib = [torch.stack([calib_set[i][0] for i in pick[j:j + args.calib_batch_size]])
-             for j in range(0, len(pick), args.calib_batch_size)]
-    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, num_workers=args.workers)
-    labels = torch.tensor(val.targets)
-    return calib, loader, labels
+    calib_skipped: List[str] = []
+    calib = calibration_batches(calib_set, args.calib_batches, args.calib_batch_size, strict=args.strict_images,
+                                skipped=calib_skipped)
+    for error in calib_skipped:
+        print(f"note: skipped unreadable calibration image {error}", file=sys.stderr)
+    loader = SkippingLoader(val, batch_size=args.batch_size, workers=args.workers, strict=args.strict_images)
+    return calib, loader
 
 
 def run_imagenet(args) -> Dict[str, object]:
@@ -246,15 +268,19 @@ def run_imagenet(args) -> Dict[str, object]:
     if not Path(args.data).is_dir():
         raise SystemExit(f"ImageNet folder {args.data} does not exist")
     model = timm.create_model(args.model, pretrained=args.pretrained).eval()
-    calib, loader, labels = _imagenet_loaders(args, model)
+    calib, loader = _imagenet_loaders(args, model)
     device = args.device
     model.to(device)
     t0 = time.time()
-    first = next(iter(loader))
-    rows = evaluate(model, calib, loader, labels, _settings(args.extra), modes=args.modes, device=device,
-                    progress=not args.quiet, block_images=first[0] if isinstance(first, (tuple, list)) else first)
-    return dict(dataset="imagenet", model=args.model, test_images=len(labels), rows=rows,
-                seconds=time.time() - t0, title=f"{args.model} on ImageNet val ({len(labels)} images)")
+    first = next(iter(loader))[0]
+    rows = evaluate(model, calib, loader, None, _settings(args.extra), modes=args.modes, device=device,
+                    progress=not args.quiet, block_images=first)
+    scored = len(loader.dataset) - len(loader.skipped)
+    title = f"{args.model} on ImageNet val ({scored} images)"
+    if loader.skipped:
+        title += f"; {loader.summary()}"
+    return dict(dataset="imagenet", model=args.model, test_images=scored, skipped_images=list(loader.skipped),
+                rows=rows, seconds=time.time() - t0, title=title)
 
 
 def _environment() -> Dict[str, object]:
@@ -280,7 +306,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     parser.add_argument("--calib-batches", type=int, default=None, help="calibration batches (FQ-ViT: 10)")
     parser.add_argument("--calib-batch-size", type=int, default=None, help="images per calibration batch (FQ-ViT: 100)")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="DataLoader worker processes (default: min(4, CPU cores))")
+    parser.add_argument("--strict-images", action="store_true",
+                        help="stop at the first unreadable image (default: skip it and report it in the summary)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", default=["fake", "int"], choices=["fake", "int"])
     parser.add_argument("--extra", nargs="*", default=[], help=f"more baselines: {sorted(EXTRA_SETTINGS)}")
@@ -290,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        raise SystemExit(f"--workers must be >= 0, got {args.workers}")
     if args.model:
         args.calib_batches = args.calib_batches or 10
         args.calib_batch_size = args.calib_batch_size or 100

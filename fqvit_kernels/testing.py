@@ -28,6 +28,7 @@ __all__ = [
     "ptf_activation",
     "small_cases",
     "assert_equal",
+    "tensor_bytes",
 ]
 
 
@@ -264,3 +265,15 @@ def assert_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "outp
     rows = [f"  at {tuple(i.tolist())}: got {actual[tuple(i)].item()}, expected {expected[tuple(i)].item()}"
             for i in where[:show]]
     raise AssertionError(f"{what}: {where.shape[0]} of {actual.numel()} elements differ\n" + "\n".join(rows))
+
+
+def tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the distinct storages behind ``module``'s parameters and buffers (shared storage
+    counted once): what the module keeps resident."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total

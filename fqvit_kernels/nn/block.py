@@ -32,9 +32,10 @@ from torch import nn
 from .. import ops, params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
-from .layers import NotCalibratedError, UnsupportedModelError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_calibration, set_mode
+from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
+                     set_calibration, set_mode)
 
-__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block"]
+__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block", "release_float_weights"]
 
 #: Fractional bits of the exponent table of the integer uniform softmax (no-LIS presets).
 SOFTMAX_EXP_BITS = 20
@@ -350,7 +351,7 @@ class QuantTimmVitBlock(QuantModule):
         self.float_io = False
         self._ints: Optional[dict] = None
         self._params_checked = False
-        self.register_load_state_dict_post_hook(lambda module, keys: module._drop_int_cache())
+        self.register_load_state_dict_post_hook(_after_load)
 
     @classmethod
     def from_float(cls, block: nn.Module, config: Optional[QuantConfig] = None,
@@ -453,8 +454,12 @@ class QuantTimmVitBlock(QuantModule):
     # -- calibration and conversion --------------------------------------------------------------
 
     @torch.no_grad()
-    def convert(self) -> None:
-        """Precompute every int-mode parameter from the calibrated scales (called once)."""
+    def convert(self, keep_float_weights: bool = False) -> None:
+        """Precompute every int-mode parameter from the calibrated scales (called once).
+
+        The float weights of the linear layers are released afterwards unless ``keep_float_weights``
+        (``fake`` and ``int`` mode need only the int8 weights; ``float`` mode then refuses).
+        """
         self._require_calibrated()
         in_q, attn, mlp = self.input_quantizer, self.attn, self.mlp
         convert_layernorm(self.norm1, in_q, self.qact1)
@@ -467,23 +472,50 @@ class QuantTimmVitBlock(QuantModule):
         _convert_linear(mlp.fc2, mlp.qact1, float(mlp.qact2.scale), mlp.qact1.stored_zero_point)
         _convert_residual(mlp.fc2, mlp.qact2, self.qact2, self.qact4)
         self._drop_int_cache()
+        if not keep_float_weights:
+            release_float_weights(self)
 
     @torch.no_grad()
-    def calibrate(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False) -> "QuantTimmVitBlock":
+    def calibrate(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False,
+                  keep_float_weights: bool = False) -> "QuantTimmVitBlock":
         """Calibrate a standalone block on float inputs ``[B, N, C]`` (FQ-ViT §6), convert, set ``mode``.
 
         Observers update on every batch; the last batch fixes the parameters (OMSE / PTF search on
-        it). Raises ``ValueError`` on empty data.
+        it). Raises ``ValueError`` on empty data or on a batch with NaN/inf values.
         """
         run_calibration(self, list(batches), self.forward, progress=progress, desc="calibrating block")
-        self.convert()
+        self.convert(keep_float_weights)
         return self.set_mode(mode)
+
+
+def _after_load(module, incompatible_keys) -> None:
+    # A module-level function, not a lambda: a quantized module must stay picklable (torch.save).
+    module._drop_int_cache()
+
+
+def release_float_weights(root: nn.Module) -> None:
+    """Drop the float weights of every ``QuantLinear`` under ``root`` (kept only for float mode)."""
+    for m in root.modules():
+        if isinstance(m, QuantLinear):
+            m.release_float_weight()
+
+
+def check_calibration_batches(batches: list) -> None:
+    """Raise ``ValueError`` naming the first calibration batch that is not a float tensor of finite values."""
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
+            raise TypeError(f"calibration batch {i} must be a float tensor, got "
+                            f"{getattr(batch, 'dtype', type(batch).__name__)}")
+        if not bool(torch.isfinite(batch).all()):
+            raise ValueError(f"calibration batch {i} contains NaN or inf values ({int((~torch.isfinite(batch)).sum())} "
+                             "of them): the observers would record them as the activation range")
 
 
 def run_calibration(root: nn.Module, batches: list, forward, progress: bool = True, desc: str = "calibrating") -> None:
     """FQ-ViT's calibration loop over ``batches`` (a list) calling ``forward(batch)`` in float mode."""
     if len(batches) == 0:
         raise ValueError("calibration data is empty: give at least one batch")
+    check_calibration_batches(batches)
     from tqdm.auto import tqdm
 
     set_mode(root, "float")

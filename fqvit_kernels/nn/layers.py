@@ -26,7 +26,7 @@ from ..quant.observers import Observer, make_observer
 from ..quant.quantizers import fake_quantize, int_layernorm_float, quantize_weight
 
 __all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode", "set_calibration",
-           "NotCalibratedError"]
+           "NotCalibratedError", "FloatWeightsUnavailableError", "UnsupportedModelError"]
 
 MODES = ("float", "fake", "int")
 
@@ -40,6 +40,11 @@ class NotCalibratedError(RuntimeError):
     """A ``fake`` or ``int`` forward was asked of a module whose quantizers have no parameters yet."""
 
 
+class FloatWeightsUnavailableError(RuntimeError):
+    """``float`` mode (or calibration) was asked of a module that no longer holds its float weights:
+    they are released at conversion (``keep_float_weights=False``) and a checkpoint holds int8 only."""
+
+
 class QuantModule(nn.Module):
     """Mixin holding the mode and calibration flags (set model-wide by :func:`set_mode`)."""
 
@@ -51,9 +56,20 @@ class QuantModule(nn.Module):
 
 
 def set_mode(root: nn.Module, mode: str) -> None:
-    """Put every :class:`QuantModule` under ``root`` (inclusive) in ``mode`` (float / fake / int)."""
+    """Put every :class:`QuantModule` under ``root`` (inclusive) in ``mode`` (float / fake / int).
+
+    Raises :class:`FloatWeightsUnavailableError` for ``float`` when a linear layer has released its
+    float weight (after conversion, or in a model loaded from a quantized checkpoint).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "float":
+        released = [name for name, m in root.named_modules() if isinstance(m, QuantLinear) and m.weight is None]
+        if released:
+            raise FloatWeightsUnavailableError(
+                f"float mode needs the float weights, which {released[0]} (and {len(released) - 1} more) no longer "
+                "holds: they are released at conversion and quantized checkpoints store int8 weights only. Use the "
+                "float model itself, or quantize_model(..., keep_float_weights=True)")
     for m in root.modules():
         if isinstance(m, QuantModule):
             m.mode = mode
@@ -149,9 +165,10 @@ class QAct(QuantModule):
 class QuantLinear(QuantModule):
     """FQ-ViT ``QLinear``: int8 symmetric per-output-channel weight, float bias in ``fake`` mode.
 
-    The float weight is a non-persistent buffer (needed only to calibrate); the checkpoint keeps
-    ``weight_int8`` and ``weight_scale``, from which ``fake`` mode rebuilds FQ-ViT's fake-quantized
-    weight ``q * s`` exactly. The integer-op parameters (``int_bias``, ``multiplier``, ``shift`` and,
+    The float weight is a non-persistent buffer that shares the float model's storage (no copy) and
+    serves ``float`` mode and calibration only; :meth:`release_float_weight` drops it at conversion.
+    The checkpoint keeps ``weight_int8`` and ``weight_scale``, from which ``fake`` mode rebuilds
+    FQ-ViT's fake-quantized weight ``q * s`` exactly. The integer-op parameters (``int_bias``, ``multiplier``, ``shift`` and,
     for the residual epilogue, ``branch_multiplier``, ``residual_multiplier``, ``residual_shift``)
     are filled by the owning block at conversion.
     """
@@ -162,7 +179,7 @@ class QuantLinear(QuantModule):
             raise UnsupportedModelError(f"expected nn.Linear, got {type(linear).__name__}")
         n, k = linear.weight.shape
         self.in_features, self.out_features = k, n
-        self.register_buffer("weight", linear.weight.detach().clone().float(), persistent=False)
+        self.register_buffer("weight", linear.weight.detach().float(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone().float())
         codes, scale = quantize_weight(linear.weight)
         self.register_buffer("weight_int8", codes)
@@ -179,9 +196,15 @@ class QuantLinear(QuantModule):
         """FQ-ViT's fake-quantized weight ``q * s`` (float32)."""
         return self.weight_int8.to(torch.float32) * self.weight_scale.reshape(-1, 1)
 
+    def release_float_weight(self) -> None:
+        """Drop the float weight (``float`` mode then refuses; ``fake``/``int`` use the int8 weight)."""
+        self.weight = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear`` with the float (``float`` mode) or fake-quantized weight and the float bias."""
         if self.mode == "float":
+            if self.weight is None:
+                raise FloatWeightsUnavailableError("this layer's float weight was released; float mode is unavailable")
             return F.linear(x, self.weight, self.bias)
         return F.linear(x, self.fake_weight(), self.bias)
 

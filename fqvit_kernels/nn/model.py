@@ -13,15 +13,19 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import os
+import tempfile
 from typing import Dict, Iterable, Optional, Union
 
 import torch
 from torch import nn
 
 from ..quant.config import QuantConfig, get_config
-from .block import QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int, run_calibration
-from .layers import NotCalibratedError, UnsupportedModelError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode
+from .block import (QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int,
+                    release_float_weights, run_calibration)
+from ._memory import release_freed_memory, releasing_after_each
+from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError, set_mode
 
 __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -93,6 +97,11 @@ def _build_vit(arch: Dict[str, object]) -> nn.Module:
     return VisionTransformer(norm_layer=functools.partial(nn.LayerNorm, eps=eps), **kwargs).eval()
 
 
+def _after_load(module, incompatible_keys) -> None:
+    # A module-level function, not a lambda: a quantized model must stay picklable (torch.save).
+    module._ints = None
+
+
 class QuantVisionTransformer(QuantModule):
     """A quantized timm ``VisionTransformer``; create it with :func:`quantize_model`.
 
@@ -118,13 +127,14 @@ class QuantVisionTransformer(QuantModule):
             qb = QuantTimmVitBlock.from_float(blk, config, input_quantizer=prev)
             blocks.append(qb)
             prev = qb.qact4
+            release_freed_memory()  # the block's weight-quantization temporaries (see _memory)
         self.blocks = nn.ModuleList(blocks)
         self.norm = QuantLayerNorm(vit.norm, config)
         self.qact2 = QAct(dim, "act", config, "qact2")
         self.head = QuantLinear(vit.head)
         self.act_out = QAct(vit.head.out_features, "act", config, "act_out")
         self._ints: Optional[dict] = None
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_ints", None))
+        self.register_load_state_dict_post_hook(_after_load)
 
     @classmethod
     def from_float(cls, vit: nn.Module, config: ConfigLike = None) -> "QuantVisionTransformer":
@@ -171,7 +181,9 @@ class QuantVisionTransformer(QuantModule):
         (in ``int`` mode, at the quantization boundary) NaN or inf values.
         """
         self._check_images(images)
-        x = self.embed(images)
+        # The float stem runs in float32 (its weights are float32): float16 / bfloat16 / float64 images
+        # are converted rather than refused.
+        x = self.embed(images.to(torch.float32))
         if self.mode == "int":
             return self._forward_int(x)
         x = self.qact1(x)
@@ -206,15 +218,18 @@ class QuantVisionTransformer(QuantModule):
         return self.act_out.dequantize_int(logits)
 
     @torch.no_grad()
-    def convert(self) -> None:
-        """Precompute all int-mode parameters from the calibrated scales."""
+    def convert(self, keep_float_weights: bool = False) -> None:
+        """Precompute all int-mode parameters from the calibrated scales; then release the float
+        weights of the linear layers unless ``keep_float_weights`` (``float`` mode needs them)."""
         if not self.calibrated:
             raise NotCalibratedError("the model is not calibrated")
         for blk in self.blocks:
-            blk.convert()
+            blk.convert(keep_float_weights=True)
         convert_layernorm(self.norm, self.blocks[-1].qact4, self.qact2)
         _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)
         self._ints = None
+        if not keep_float_weights:
+            release_float_weights(self)
 
 
 def _batches(calib_data) -> list:
@@ -236,31 +251,45 @@ def _batches(calib_data) -> list:
 
 @torch.no_grad()
 def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = None, mode: str = "int",
-                   progress: bool = True) -> QuantVisionTransformer:
+                   progress: bool = True, keep_float_weights: bool = False) -> QuantVisionTransformer:
     """Quantize a timm ``VisionTransformer`` the FQ-ViT way and return the converted model.
 
     Args:
         vit: a timm ``VisionTransformer`` (vit_*, deit_*; not distilled). It is put in eval mode
-            and left unchanged (the result holds copies of what it needs).
+            and left unchanged; while calibrating, the quantized model shares its float weights
+            (no copy).
         calib_data: an image tensor ``[B, 3, H, W]`` or an iterable of such tensors or of
             ``(images, labels)`` pairs. Observers update on every batch; the last batch fixes the
             parameters (and is the search data of OMSE / PTF), as in FQ-ViT's ``test_quant.py``.
+            A batch with NaN or inf values raises ``ValueError`` naming it.
         config: a :class:`QuantConfig` or a preset name (default: FQ-ViT W8/A8/attn4, PTF, LIS).
-        mode: ``int`` (kernels), ``fake`` (FQ-ViT simulation) or ``float``.
+        mode: ``int`` (kernels) or ``fake`` (FQ-ViT simulation); ``float`` needs ``keep_float_weights``.
         progress: show a tqdm progress bar.
+        keep_float_weights: keep references to the float weights so that ``float`` mode still works
+            (by default they are dropped after conversion: ``fake`` and ``int`` use int8 weights).
     """
     vit.eval()
     model = QuantVisionTransformer.from_float(vit, config)
     batches = _batches(calib_data)
     device = next(vit.parameters()).device
     model.to(device)
-    run_calibration(model, batches, lambda b: model(b.to(device)), progress=progress, desc="FQ-ViT calibration")
-    model.convert()
+    with releasing_after_each(model.modules()):
+        run_calibration(model, batches, lambda b: model(b.to(device)), progress=progress, desc="FQ-ViT calibration")
+    model.convert(keep_float_weights)
+    release_freed_memory()
     return model.set_mode(mode)
 
 
-def _digest(state: Dict[str, torch.Tensor]) -> str:
+#: The architecture fields of a checkpoint and their types (arch_config's output).
+_ARCH_SCHEMA = dict(img_size=list, patch_size=list, in_chans=int, num_classes=int, embed_dim=int, depth=int,
+                    num_heads=int, mlp_ratio=float, qkv_bias=bool, proj_bias=bool, no_embed_class=bool, norm_eps=float)
+
+
+def _digest(payload: Dict[str, object], state: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the format, versions, architecture, config and every tensor of a checkpoint."""
     h = hashlib.sha256()
+    meta = {k: payload.get(k) for k in ("format", "format_version", "package_version", "arch", "config")}
+    h.update(json.dumps(meta, sort_keys=True, default=repr).encode())
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous().reshape(-1)
         h.update(key.encode())
@@ -273,8 +302,9 @@ def _digest(state: Dict[str, torch.Tensor]) -> str:
 def save_quantized(model: QuantVisionTransformer, path) -> None:
     """Write a calibrated model: integer tensors, scales, float stem, config and architecture.
 
-    The file records a format version, the package version, the architecture and a SHA-256 of the
-    tensors; :func:`load_quantized` checks all of them.
+    The file records a format version, the package version, the architecture and a SHA-256 over all
+    of it; :func:`load_quantized` checks them. The write is atomic: a temporary file in the same
+    folder, flushed to disk, then renamed over ``path`` (a crash mid-save keeps the old file).
     """
     from .. import __version__
 
@@ -284,8 +314,46 @@ def save_quantized(model: QuantVisionTransformer, path) -> None:
         raise NotCalibratedError("only a calibrated model can be saved")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, package_version=__version__,
-                   arch=model.arch, config=model.config.to_dict(), sha256=_digest(state), state_dict=state)
-    torch.save(payload, path)
+                   arch=model.arch, config=model.config.to_dict(), state_dict=state)
+    payload["sha256"] = _digest(payload, state)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fqvit-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_arch(path, arch) -> None:
+    if not isinstance(arch, dict):
+        raise ValueError(f"{path}: checkpoint field 'arch' must be a dict, got {type(arch).__name__}")
+    missing = sorted(set(_ARCH_SCHEMA) - set(arch))
+    unknown = sorted(set(arch) - set(_ARCH_SCHEMA))
+    if missing or unknown:
+        raise ValueError(f"{path}: checkpoint field 'arch' has missing keys {missing} / unknown keys {unknown}")
+    for key, kind in _ARCH_SCHEMA.items():
+        value = arch[key]
+        if kind is list:
+            ok = (isinstance(value, list) and len(value) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+        else:
+            ok = isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"{path}: checkpoint field 'arch.{key}' has an invalid value {value!r}")
+    if arch["embed_dim"] % arch["num_heads"]:
+        raise ValueError(f"{path}: checkpoint field 'arch.num_heads' ({arch['num_heads']}) does not divide "
+                         f"'arch.embed_dim' ({arch['embed_dim']})")
 
 
 def _read_checkpoint(path) -> dict:
@@ -305,33 +373,51 @@ def _read_checkpoint(path) -> dict:
                          f"{payload.get('format_version')}); this is {__version__} (format {CHECKPOINT_VERSION}): "
                          "re-quantize the model with this version")
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or _digest(state) != payload.get("sha256"):
-        raise ValueError(f"{path}: checkpoint tensors do not match their checksum (corrupted file)")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: checkpoint field 'state_dict' must map names to tensors")
+    if _digest(payload, state) != payload.get("sha256"):
+        raise ValueError(f"{path}: checkpoint contents do not match their checksum (corrupted or edited file)")
+    _check_arch(path, payload.get("arch"))
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: checkpoint field 'config' must be a dict, got {type(config).__name__}")
+    try:
+        QuantConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: checkpoint field 'config' is invalid: {exc}") from exc
     return payload
 
 
 def load_quantized(path, vit: Optional[nn.Module] = None, mode: str = "int") -> QuantVisionTransformer:
     """Load a checkpoint written by :func:`save_quantized`; outputs are bit-identical to the saved model.
 
-    ``vit`` (optional) is a float timm model of the same architecture to convert into (its float
-    weights are not used); without it the architecture stored in the file is rebuilt. Raises
-    ``ValueError`` for another architecture, a truncated/corrupted file or another package version.
+    The model is built without float weights (on the meta device, then the checkpoint's tensors are
+    assigned), so loading takes about the int8 model's memory; ``float`` mode is unavailable
+    (:class:`~fqvit_kernels.nn.layers.FloatWeightsUnavailableError`). ``vit`` (optional) is a float
+    timm model of the same architecture: the architecture is checked against it and the model is put
+    on its device (its weights are not used). Raises ``ValueError`` for another architecture, a
+    truncated/corrupted/edited file or another package version.
     """
     payload = _read_checkpoint(path)
     arch = payload["arch"]
-    if vit is None:
-        vit = _build_vit(arch)
-    else:
+    device = torch.device("cpu")
+    if vit is not None:
         _check_supported_vit(vit)
         got = arch_config(vit)
         if got != arch:
             diff = {k: (arch.get(k), got.get(k)) for k in set(arch) | set(got) if arch.get(k) != got.get(k)}
             raise ValueError(f"checkpoint architecture differs from the given model (checkpoint, model): {diff}")
+        device = next(vit.parameters()).device
     config = QuantConfig.from_dict(payload["config"])
-    model = QuantVisionTransformer.from_float(vit.eval(), config)
+    with torch.device("meta"):
+        model = QuantVisionTransformer.from_float(_build_vit(arch), config)
+    release_float_weights(model)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(payload["state_dict"], strict=True, assign=True)
     except RuntimeError as exc:
         raise ValueError(f"{path}: checkpoint tensors do not fit the architecture {arch}: {exc}") from exc
-    model.to(next(vit.parameters()).device)
+    leftover = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise ValueError(f"{path}: checkpoint is missing tensors for {leftover[:5]}")
+    model.to(device)
     return model.set_mode(mode)

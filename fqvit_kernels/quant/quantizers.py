@@ -60,15 +60,18 @@ def quantize_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tenso
 
 def int_exp_float(x_int: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``QIntSoftmax.int_softmax.int_exp`` in float32 (I-BERT polynomial, ``n = 30``)."""
+    # The official expression, evaluated with in-place float32 ops on fresh temporaries (the same
+    # values; about half the peak memory on [B, H, N, N] scores during calibration).
     a, b, c = LIS_COEF
     x0_int = torch.floor(LIS_X0 / scale)
     x_int = torch.max(x_int, LIS_N * x0_int)
-    q = torch.floor(x_int / x0_int)
-    r = x_int - x0_int * q
+    q = torch.div(x_int, x0_int).floor_()
+    r = x_int.sub_(x0_int * q)  # x_int is a fresh tensor from torch.max
     b_int = torch.floor((b / a) / scale)
     c_int = torch.floor((c / a) / scale**2)
-    z = r * (r + b_int) + c_int
-    return torch.clamp(torch.floor(z * 2 ** (LIS_N - q)), min=0)
+    z = (r + b_int).mul_(r).add_(c_int)
+    del r
+    return z.mul_(torch.pow(2, q.neg_().add_(LIS_N))).floor_().clamp_(min=0)
 
 
 def lis_codes_float(x: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -77,25 +80,28 @@ def lis_codes_float(x: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> Tupl
     ``x`` is the output of the score QAct (``qact_attn1``) and ``scale`` its scale; ``x / scale`` is
     used as is (not rounded), as the official code does.
     """
+    # In-place ops on fresh temporaries: the official float32 values, less peak memory.
     x = x.to(torch.float32)
     scale = scale.to(torch.float32)
     x_int = x / scale
-    x_int = x_int - x_int.max(dim=-1, keepdim=True).values
+    x_int.sub_(x_int.max(dim=-1, keepdim=True).values)
     exp_int = int_exp_float(x_int, scale)
+    del x_int
     exp_sum = exp_int.sum(dim=-1, keepdim=True)
-    ratio = torch.round(exp_sum / exp_int)
-    big = torch.floor(torch.log2(ratio))
-    extra = (ratio - 2**big) >= 2 ** (big - 1)
-    rounds = big + extra.to(big.dtype)
+    ratio = torch.div(exp_sum, exp_int).round_()
+    del exp_int
+    big = torch.log2(ratio).floor_()
+    extra = ratio.sub_(torch.pow(2, big)) >= torch.pow(2, big - 1)
+    del ratio
+    rounds = big.add_(extra.to(big.dtype))
     mask = rounds >= 2**bits
-    return torch.clamp(rounds, 0, 2**bits - 1), mask
+    return rounds.clamp_(0, 2**bits - 1), mask
 
 
 def log_int_softmax_float(x: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> torch.Tensor:
     """FQ-ViT's ``QIntSoftmax`` LIS branch: dequantized attention ``2**-k`` (0 where masked)."""
     codes, mask = lis_codes_float(x, scale, bits)
-    out = 2 ** (-codes)
-    return out.masked_fill(mask, 0.0)
+    return torch.pow(2, codes.neg_()).masked_fill_(mask, 0.0)
 
 
 def int_layernorm_float(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor,
