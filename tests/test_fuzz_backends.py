@@ -4,41 +4,18 @@ Shapes and parameters are drawn by hypothesis (fixed example budget so CI stays 
 Triton kernels run under the interpreter on CPU tensors, or on CUDA tensors when a GPU exists.
 """
 
-import os
-
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fqvit_kernels import reference as ref, testing
-
-try:
-    from fqvit_kernels import _C
-except ImportError:  # reported by test_cpp_backend; here the C++ leg is simply absent
-    _C = None
-
-_TRITON_DEVICE = "cuda" if torch.cuda.is_available() else ("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None)
-if _TRITON_DEVICE is not None:
-    import triton_kernels
-
-    _TRITON = triton_kernels.cuda_kernels()
-else:
-    _TRITON = {}
-
-if _C is None and not _TRITON:
-    pytest.skip("neither the C++ extension nor Triton (interpreter or GPU) is available", allow_module_level=True)
+from op_backends import all_agree
 
 FUZZ = settings(max_examples=12, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def _all_backends_agree(case: testing.OpCase) -> None:
-    expected = getattr(ref, case.name)(*case.args)
-    if _C is not None:
-        testing.assert_equal(getattr(_C, case.name)(*case.args), expected, f"{case.name} C++")
-    if case.name in _TRITON:
-        on_dev = case.to(_TRITON_DEVICE)
-        testing.assert_equal(_TRITON[case.name](*on_dev.args).cpu(), expected, f"{case.name} Triton")
+    all_agree(case.name, case.args, getattr(ref, case.name)(*case.args), skip=("reference",))
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -2,37 +2,18 @@
 just past them. Results are checked against plain Python integers (no torch arithmetic) and, where
 present, against the C++ backend and the Triton kernels (interpreter or GPU)."""
 
-import os
-
 import pytest
 import torch
 
 from fqvit_kernels import ops, params, reference as ref, testing
+from op_backends import all_agree
 
-try:
-    from fqvit_kernels import _C
-except ImportError:
-    _C = None
-
-if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-    import triton_kernels
-
-    _TRITON = triton_kernels.cuda_kernels()
-    _TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-else:
-    _TRITON, _TRITON_DEVICE = {}, None
-
-
-def _backends_agree(name, args, expected, triton=True, dispatch=True):
+def _backends_agree(name, args, expected, dispatch=True, triton=True):
     """Every backend equals ``expected``; ``dispatch=False`` for arguments the op refuses but the
-    kernels must still handle without undefined behaviour."""
-    if dispatch:
-        testing.assert_equal(getattr(torch.ops.fqvit, name)(*args), expected, f"{name} dispatched")
-    if _C is not None:
-        testing.assert_equal(getattr(_C, name)(*args), expected, f"{name} C++")
-    if triton and name in _TRITON:
-        moved = [a.to(_TRITON_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
-        testing.assert_equal(_TRITON[name](*moved).cpu(), expected, f"{name} Triton")
+    kernels must still handle without undefined behaviour; ``triton=False`` where the interpreter
+    would take minutes."""
+    skip = (() if dispatch else ("dispatch", "dispatch-cuda")) + (() if triton else ("triton",))
+    all_agree(name, args, expected, skip=skip)
 
 
 def _round_shift(v: int, s: int) -> int:

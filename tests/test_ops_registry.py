@@ -68,8 +68,9 @@ def test_int_attention_accepts_qkv_views_of_one_projection(gen):
     qkv = torch.randint(-128, 128, (b, n, 3, h, d), generator=gen, dtype=torch.int8)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     args = (q, k, v) + case.args[3:]
+    # Against the reference on contiguous copies: a kernel that misreads strides cannot agree with it.
     testing.assert_equal(torch.ops.fqvit.int_attention(*args),
-                         torch.ops.fqvit.int_attention(q.contiguous(), k.contiguous(), v.contiguous(), *case.args[3:]))
+                         ref.int_attention(q.contiguous(), k.contiguous(), v.contiguous(), *case.args[3:]))
 
 
 @pytest.mark.parametrize("m", [1, 7, 197, 577])
@@ -109,7 +110,15 @@ def test_value_checks_can_be_disabled(gen):
         torch.ops.fqvit.int8_linear(*case.args[:4], bad_shift, case.args[5])
     with ops.value_checks(False):
         assert not ops.value_checks_enabled()
+        # The same call now skips the value check and runs (a defined result: kernels clamp the shift).
+        out = torch.ops.fqvit.int8_linear(*case.args[:4], bad_shift.clone(), case.args[5])
+        assert out.shape == (3, 8) and out.dtype == torch.int8
+        # Metadata checks still run.
+        with pytest.raises(TypeError, match="shift must have dtype int32"):
+            torch.ops.fqvit.int8_linear(*case.args[:4], bad_shift.to(torch.int64), case.args[5])
     assert ops.value_checks_enabled()
+    with pytest.raises(ValueError, match="shift"):
+        torch.ops.fqvit.int8_linear(*case.args[:4], bad_shift.clone(), case.args[5])
 
 
 def test_reference_signatures_match_the_op_schemas():

@@ -587,3 +587,51 @@ def test_fake_block_equals_transcription(preset, gen):
     step = ours.qact4.scale
     diff = ((got - expected).abs() / step)
     assert (diff > 0.5).float().mean() < 1e-3, f"{(diff > 0.5).sum()} elements differ by a grid step"
+
+
+@pytest.mark.parametrize("below_limit", [True, False])
+def test_percentile_large_tensor_fallback_matches_the_official_code(gen, below_limit, monkeypatch):
+    """Above TORCH_QUANTILE_LIMIT (2**24, a ViT-B calibration batch) the quantiles come from numpy as
+    in FQ-ViT. The limit is lowered here so the fallback runs on a small tensor; FQ-ViT's own path
+    (torch.quantile, or numpy where torch refuses) is the transcription above with the same limit."""
+    x = torch.randn(4, 50, 30, generator=gen) * 3 + 0.5
+    x[0, 0, :5] = 40.0  # a few outliers that the 0.99999 quantile interpolates between
+    if not below_limit:
+        monkeypatch.setattr(ours_obs.PercentileObserver, "TORCH_QUANTILE_LIMIT", x.numel() - 1)
+    ours = ours_obs.PercentileObserver(8, alpha=0.999)
+    lo, hi = ours._quantiles(x)
+    flat = x.reshape(-1).float()
+    if below_limit:  # FQ-ViT: torch.quantile on the float32 tensor
+        expected = torch.quantile(flat, 0.999), torch.quantile(flat, 1 - 0.999)
+    else:  # FQ-ViT's except branch: numpy on the float32 array, back to a float32 tensor
+        expected = (torch.tensor(np.percentile(flat.numpy(), 0.999 * 100), dtype=torch.float32),
+                    torch.tensor(np.percentile(flat.numpy(), (1 - 0.999) * 100), dtype=torch.float32))
+    assert hi.dtype == torch.float32 and lo.dtype == torch.float32
+    assert torch.equal(hi, expected[0]) and torch.equal(lo, expected[1])
+    data = flat.double().numpy()  # and the quantiles are the right ones (not swapped, not 100x off)
+    assert float(np.quantile(data, 0.998)) < float(hi) <= float(data.max())
+    assert float(data.min()) <= float(lo) < float(np.quantile(data, 0.002))
+
+
+def test_omse_keeps_the_full_range_when_it_is_best():
+    """A uniform grid of values over [min, max]: any shrink clips the ends and costs more than it
+    saves, so the widest candidate (i = 0) must win (a search that skips it, or starts at 1 %, fails)."""
+    x = torch.linspace(-1.0, 3.0, 20001).reshape(1, -1)
+    obs = ours_obs.OmseObserver(8)
+    obs.update(x)
+    s, zp = obs.compute(x)
+    s_full, zp_full = ours_obs.asymmetric_params(x.min(), x.max(), 0, 255)
+    assert torch.equal(s.reshape(()), s_full.reshape(())) and torch.equal(zp.reshape(()), zp_full.reshape(()))
+    theirs = OBSERVERS["omse"]("activation", UINT8, "layer_wise")
+    theirs.update(x)
+    assert torch.equal(s.reshape(()), theirs.get_quantization_params(x)[0].reshape(()))
+
+
+def test_omse_ties_keep_the_widest_range():
+    """Inputs that every candidate quantizes without error (all zeros, zero on every grid): all
+    scores tie at 0 and the strict comparison keeps the first, widest range."""
+    obs = ours_obs.OmseObserver(8)
+    obs.update(torch.tensor([[-2.0, 0.0, 6.0]]))
+    s, _ = obs.compute(torch.zeros(1, 64))
+    s_full, _ = ours_obs.asymmetric_params(torch.tensor(-2.0), torch.tensor(6.0), 0, 255)
+    assert torch.equal(s.reshape(()), s_full.reshape(()))

@@ -1,0 +1,71 @@
+"""Every implementation of the integer ops, behind one interface, for tests that must hold on all.
+
+``BACKENDS`` lists what this machine has: the reference (``fqvit_kernels.reference``), the C++
+extension called directly, the dispatched op (``torch.ops.fqvit``, whichever kernel serves the
+CPU), and the Triton kernels (on CUDA tensors with a GPU, else under ``TRITON_INTERPRET=1`` on
+CPU tensors, which tests/conftest.py sets). ``on_every_backend`` parametrizes a test over them, so
+a case is written once and each implementation is one test id (``[cpp]``, ``[triton]``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, List, NamedTuple
+
+import pytest
+import torch
+
+from fqvit_kernels import reference as ref
+
+try:
+    from fqvit_kernels import _C
+except ImportError:  # test_cpp_backend reports the missing extension; here the leg is absent
+    _C = None
+
+
+class Backend(NamedTuple):
+    name: str
+    device: str
+    kernels: Callable[[str], Callable]
+
+    def has(self, op: str) -> bool:
+        return self.kernels(op) is not None
+
+    def run(self, op: str, *args) -> torch.Tensor:
+        """``op(*args)`` on this backend: tensors moved to its device, the result back on the CPU."""
+        kernel = self.kernels(op)
+        if kernel is None:
+            pytest.skip(f"{self.name} has no {op}")
+        moved = [a.to(self.device) if isinstance(a, torch.Tensor) else a for a in args]
+        return kernel(*moved).cpu()
+
+
+def _backends() -> List[Backend]:
+    found = [Backend("reference", "cpu", lambda op: getattr(ref, op, None)),
+             Backend("dispatch", "cpu", lambda op: getattr(torch.ops.fqvit, op))]
+    if _C is not None:
+        found.append(Backend("cpp", "cpu", lambda op: getattr(_C, op, None)))
+    triton_device = "cuda" if torch.cuda.is_available() else ("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None)
+    if triton_device is not None:
+        import triton_kernels
+
+        kernels = triton_kernels.cuda_kernels()
+        found.append(Backend("triton", triton_device, kernels.get))
+    if torch.cuda.is_available():
+        found.append(Backend("dispatch-cuda", "cuda", lambda op: getattr(torch.ops.fqvit, op)))
+    return found
+
+
+BACKENDS = _backends()
+
+#: ``@on_every_backend`` gives the test a ``backend`` argument, one test id per implementation.
+on_every_backend = pytest.mark.parametrize("backend", BACKENDS, ids=[b.name for b in BACKENDS])
+
+
+def all_agree(op: str, args, expected: torch.Tensor, skip=()) -> None:
+    """Every backend (but those named in ``skip``) computes ``expected`` for ``op(*args)``."""
+    from fqvit_kernels import testing
+
+    for backend in BACKENDS:
+        if backend.name not in skip and backend.has(op):
+            testing.assert_equal(backend.run(op, *args), expected, f"{op} on {backend.name}")

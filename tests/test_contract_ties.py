@@ -1,0 +1,316 @@
+"""Every rounding site of the integer contract on exact ties and edges, on every backend.
+
+Realistic parameters (multipliers from float ratios, ~31-bit mantissas) almost never produce an
+exact tie, so a kernel that rounds half down, or half away from zero, passes random tests. Here the
+cases are built to land on ties: power-of-two multipliers, exact half values, float32 near-ties,
+step-table boundaries, tiny exponent tables whose ratios are exact halves, masked keys. Each case is
+computed by the plain-Python oracle (tests/int_oracle.py, independent of fqvit_kernels.reference)
+and every backend (reference, dispatched op, C++, Triton) must equal it. Each builder also asserts
+that its case really holds ties, so the test cannot quietly lose its power.
+"""
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+import int_oracle as oracle
+from op_backends import on_every_backend
+from fqvit_kernels import testing
+
+
+def _tensor(rows, dtype):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def _check(backend, op, args, expected_rows, dtype):
+    got = backend.run(op, *args)
+    testing.assert_equal(got, _tensor(expected_rows, dtype).reshape(got.shape), f"{op} on {backend.name}")
+
+
+def _ints(t):
+    return t.tolist()
+
+
+# -- int8_linear: requantization (round half up) --------------------------------------------------
+
+
+def _requant_tie_case(gen, m=24, n=16, k=5):
+    """(acc + b) * 2**30 over 2**31..2**33: small operands, so about a third are exact ties."""
+    x = torch.randint(-5, 6, (m, k), generator=gen, dtype=torch.int8)
+    w = torch.randint(-5, 6, (n, k), generator=gen, dtype=torch.int8)
+    mult = torch.full((n,), 2**30, dtype=torch.int32)
+    shift = torch.tensor([31, 31, 32, 33] * (n // 4), dtype=torch.int32)
+    bias = torch.randint(-6, 7, (n,), generator=gen, dtype=torch.int64) << 30
+    zp = int(torch.randint(-30, 31, (), generator=gen))
+    acc = x.to(torch.int64) @ w.to(torch.int64).t()
+    v = acc * 2**30 + bias
+    s = shift.to(torch.int64)
+    ties = (v & ((1 << s) - 1)) == (1 << (s - 1))
+    assert ties.float().mean() > 0.2 and bool((ties & (v < 0)).any()) and bool((ties & (v > 0)).any())
+    return x, w, bias, mult, shift, zp
+
+
+@on_every_backend
+def test_linear_requantization_ties_round_half_up(backend, gen):
+    args = _requant_tie_case(gen)
+    expected = oracle.int8_linear(*(_ints(a) if isinstance(a, torch.Tensor) else a for a in args))
+    _check(backend, "int8_linear", args, expected, torch.int8)
+
+
+# -- int8_linear: GELU step table, every pre-GELU index of the table ------------------------------
+
+
+def _edge_step_table(gen, length, cell_bits):
+    """Steps at 0, 1, the middle, 2**cell_bits - 1 and 2**cell_bits (never taken); all directions."""
+    cell = 1 << cell_bits
+    steps = [0, min(1, cell), cell // 2, max(cell - 1, 0), cell]
+    entries = []
+    for i in range(length):
+        direction = (i % 3) - 1
+        below = int(torch.randint(-126, 126, (), generator=gen))
+        step = steps[i % len(steps)]
+        entries.append((step << 10) | ((direction + 1) << 8) | (below & 0xFF))
+    return torch.tensor(entries, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("length,cell_bits", [(256, 0), (64, 2), (32, 3), (3, 7)])
+@on_every_backend
+def test_gelu_table_at_every_index(backend, gen, length, cell_bits):
+    """K = 1, weight 1, multiplier 2**30 >> 30: t = x + zp hits each of the 256 indices of the span
+    (cell starts, steps and the cells' last index included), and indices outside it."""
+    x = torch.arange(-128, 128, dtype=torch.int8).reshape(256, 1)
+    w = torch.ones((2, 1), dtype=torch.int8)
+    mult = torch.full((2,), 2**30, dtype=torch.int32)
+    shift = torch.full((2,), 30, dtype=torch.int32)
+    span = length << cell_bits
+    bias = torch.tensor([0, -40 << 30], dtype=torch.int64)  # the second channel reaches below the table
+    zp = min(128, span)
+    table = _edge_step_table(gen, length, cell_bits)
+    args = (x, w, bias, mult, shift, zp, table, cell_bits)
+    expected = oracle.int8_linear(_ints(x), _ints(w), _ints(bias), _ints(mult), _ints(shift), zp, _ints(table),
+                                  cell_bits)
+    _check(backend, "int8_linear", args, expected, torch.int8)
+
+
+# -- int8_linear: residual mixing (FQ-ViT's float32 quantizer) ------------------------------------
+
+
+def _residual_tie_case(gen, m=32, k=3):
+    """Channels whose mixed value is a half-integer plus a tiny offset (float32 rounds it onto the tie)
+    or an exact half: (branch_multiplier, residual_multiplier, residual_shift) per channel."""
+    configs = [(1, 1, 1), (3, 1, 2)]
+    for s in (20, 26, 30, 31):  # with int32 multipliers, halves of the branch term end at shift 31
+        configs.append((1 << (s - 1), 1, s))       # branch carries the half, residual the tiny offset
+        configs.append((3, 1 << (s - 1), s))       # residual carries the half
+    configs += [(2**30 - 1, 2**29 + 3, 40), (2**31 - 1, 2**31 - 1, 52)]  # the top of the shift range
+    n = len(configs)
+    x = torch.randint(-2, 3, (m, k), generator=gen, dtype=torch.int8)
+    w = torch.randint(-2, 3, (n, k), generator=gen, dtype=torch.int8)
+    mult = torch.full((n,), 2**30, dtype=torch.int32)
+    shift = torch.full((n,), 30, dtype=torch.int32)
+    bias = torch.zeros(n, dtype=torch.int64)
+    zp = int(torch.randint(-5, 6, (), generator=gen))
+    residual = torch.randint(-128, 128, (m, n), generator=gen, dtype=torch.int8)
+    residual_zp = int(torch.randint(-10, 11, (), generator=gen))
+    bm = torch.tensor([c[0] for c in configs], dtype=torch.int32)
+    rm = torch.tensor([c[1] for c in configs], dtype=torch.int32)
+    rs = torch.tensor([c[2] for c in configs], dtype=torch.int32)
+    final_zp = int(torch.randint(-20, 21, (), generator=gen))
+    return (x, w, bias, mult, shift, zp, None, 0, residual, residual_zp, bm, rm, rs, final_zp)
+
+
+def _residual_expected(args):
+    x, w, bias, mult, shift, zp, _, _, residual, rzp, bm, rm, rs, fzp = args
+    return oracle.int8_linear(_ints(x), _ints(w), _ints(bias), _ints(mult), _ints(shift), zp, None, 0, _ints(residual),
+                              rzp, _ints(bm), _ints(rm), _ints(rs), fzp)
+
+
+@on_every_backend
+def test_residual_mixing_float32_ties(backend, gen):
+    args = _residual_tie_case(gen)
+    expected = _residual_expected(args)
+    # The case must decide codes on float32 ties: exact rounding of the mixed value would differ.
+    x, w, bias, mult, shift, zp, _, _, residual, rzp, bm, rm, rs, fzp = args
+    acc = oracle.matmul(_ints(x), _ints(w))
+    exact_differs = 0
+    for i, row in enumerate(acc):
+        for n, a in enumerate(row):
+            b = oracle.clamp(oracle.round_shift(a * 2**30, 30) + zp, -128, 127)
+            mixed = (b - zp) * int(bm[n]) + (int(residual[i, n]) - rzp) * int(rm[n])
+            exact = oracle.clamp(oracle.round_half_even(Fraction(mixed, 2 ** int(rs[n])) + fzp + 128), 0, 255) - 128
+            exact_differs += exact != expected[i][n]
+    assert exact_differs >= 20, exact_differs
+    _check(backend, "int8_linear", args, expected, torch.int8)
+
+
+# -- PTF LayerNorm (exact): norm and affine rounding, zero-variance rows ---------------------------
+
+
+def _layernorm_tie_case(gen, m=24, c=24):
+    x = torch.randint(-128, 128, (m, c), generator=gen, dtype=torch.int8)
+    x[0] = 7  # zero variance
+    x[1, :] = -128
+    x[1, ::2] = 127  # maximal spread
+    zp = int(torch.randint(-20, 21, (), generator=gen))
+    alpha = torch.randint(0, 4, (c,), generator=gen, dtype=torch.int32)
+    # Weight 1 over 2**25: the output is norm / 2 (norm has 24 fraction bits), half the norms odd;
+    # weight 0 with odd multiples of 2**(shift - 1) as bias: exact ties in the affine rounding.
+    wm = torch.ones(c, dtype=torch.int32)
+    wm[c // 2:] = 0
+    shift = torch.full((c,), 25, dtype=torch.int32)
+    shift[c // 2:] = torch.randint(1, 40, (c - c // 2,), generator=gen, dtype=torch.int32)
+    odd = torch.randint(-100, 100, (c,), generator=gen, dtype=torch.int64) * 2 + 1
+    bias = torch.where(wm == 0, odd << (shift.to(torch.int64) - 1), torch.zeros(c, dtype=torch.int64))
+    out_zp = int(torch.randint(-10, 11, (), generator=gen))
+    return x, zp, alpha, wm, bias, shift, out_zp
+
+
+@pytest.mark.parametrize("variance_offset", [0, 12345])
+@on_every_backend
+def test_ptf_layernorm_ties(backend, gen, variance_offset):
+    x, zp, alpha, wm, bias, shift, out_zp = _layernorm_tie_case(gen)
+    args = (x, zp, alpha, wm, bias, shift, out_zp, variance_offset)
+    expected = oracle.ptf_layernorm(_ints(x), zp, _ints(alpha), _ints(wm), _ints(bias), _ints(shift), out_zp,
+                                    variance_offset)
+    _check(backend, "ptf_layernorm", args, expected, torch.int8)
+
+
+def _dyadic_tie_case(gen, m=40, c=20):
+    case = testing.layernorm_dyadic_case(m, c, gen)
+    x, zp, alpha, gm, gs, beta, out_zp = case.args
+    x = x.clone()
+    x[0] = zp  # zero variance: output round_half_even(beta / 2**47), with beta an exact half below
+    x[1] = 5
+    beta = beta.clone()
+    beta[::2] = (torch.randint(-60, 60, (c - c // 2,), generator=gen, dtype=torch.int64) * 2 + 1) << 46
+    # Gains of every size: N from 0 (|A| >= 128, M saturated at 255) to 31, and negative gains.
+    gs = gs.clone()
+    gs[1::4] = 15
+    gs[2::4] = 62
+    gm = gm.clone()
+    gm[3::4] = -gm[3::4].abs()
+    gm[5] = 0
+    return x, zp, alpha, gm, gs, beta, out_zp
+
+
+@on_every_backend
+def test_ptf_layernorm_dyadic_ties_and_gain_extremes(backend, gen):
+    args = _dyadic_tie_case(gen)
+    expected = oracle.ptf_layernorm_dyadic(*(_ints(a) if isinstance(a, torch.Tensor) else a for a in args))
+    _check(backend, "ptf_layernorm_dyadic", args, expected, torch.int8)
+
+
+# -- Log-Int-Softmax: ratio ties, thresholds, masking, degenerate tables ---------------------------
+
+
+def _table(rows_fn):
+    """A [256, 256] exponent table from ``rows_fn(distance) -> value`` (same for every row max)."""
+    row = [int(rows_fn(d)) for d in range(256)]
+    return torch.tensor([row] * 256, dtype=torch.int64)
+
+
+def _lis_tables(gen):
+    tiny = torch.randint(0, 7, (256, 256), generator=gen, dtype=torch.int64)
+    tiny[:, 0] = torch.randint(1, 7, (256,), generator=gen)
+    return {
+        # exact-half ratios (E = 3, e = 2 -> 1.5; E = 5, e = 2 -> 2.5) and every small threshold
+        "tiny": tiny,
+        # only the maximum has an exponent: the others are masked, the maxima share 2**-log2(count)
+        "only_max": _table(lambda d: 1 if d == 0 else 0),
+        # exponents halving with the distance: ratios are powers of two and sums of them
+        "halving": _table(lambda d: 2 ** max(23 - d, 0) if d < 24 else 0),
+        # float32 sums: 24-bit entries whose sums lose bits (ties in fl32(E))
+        "wide": _table(lambda d: (2**24 - 1) if d == 0 else (2**23 + 1) if d < 4 else 3),
+        # one dominant key: the rest cross the 4-bit mask threshold (ratio >= 49152)
+        "dominant": _table(lambda d: 2**20 if d == 0 else (d % 5) + 1),
+    }
+
+
+@pytest.mark.parametrize("table_name", ["tiny", "only_max", "halving", "wide", "dominant"])
+@pytest.mark.parametrize("bits", [4, 8])
+@on_every_backend
+def test_log_int_softmax_ties_masks_and_degenerate_tables(backend, gen, table_name, bits):
+    table = _lis_tables(gen)[table_name]
+    scores = torch.randint(-6, 6, (9, 33), generator=gen, dtype=torch.int8)  # small distances
+    scores[0] = 3  # all keys equal: ratio = count
+    scores[1, :] = -128
+    scores[1, 5] = 127  # the largest distance
+    scores[2, :2] = 2  # two maxima
+    scores[2, 2:] = -6
+    expected = oracle.log_int_softmax(_ints(scores), _ints(table), bits)
+    _check(backend, "log_int_softmax", (scores, table, bits), expected, torch.uint8)
+
+
+def test_lis_tie_builder_really_holds_half_ratios(gen):
+    """float32_ratio's half-to-even rule is exercised: the tiny table gives exact halves E / e = k + 1/2."""
+    table = _lis_tables(gen)["tiny"]
+    scores = torch.randint(-6, 6, (64, 33), generator=gen, dtype=torch.int8)
+    halves = 0
+    for row in _ints(scores):
+        exps = [int(table[max(row) + 128, max(row) - s]) for s in row]
+        total = sum(exps)
+        halves += sum(1 for e in exps if e > 0 and (2 * total) % e == 0 and ((2 * total) // e) % 2 == 1)
+    assert halves >= 10, halves
+
+
+# -- attention: score and output requantization ties, degenerate tables, masked keys ---------------
+
+
+@pytest.mark.parametrize("n,d", [(1, 8), (7, 16), (33, 8)])
+@pytest.mark.parametrize("table_name", ["tiny", "only_max", "dominant"])
+@on_every_backend
+def test_int_attention_ties_and_degenerate_tables(backend, gen, n, d, table_name):
+    """Scores acc / 2 and context / 2**16: exact halves decided by FQ-ViT's float32 rounding."""
+    h = 2
+    q = torch.randint(-3, 4, (1, h, n, d), generator=gen, dtype=torch.int8)
+    k = torch.randint(-3, 4, (1, h, n, d), generator=gen, dtype=torch.int8)
+    v = torch.randint(-128, 128, (1, h, n, d), generator=gen, dtype=torch.int8)
+    zp = int(torch.randint(-2, 3, (), generator=gen))
+    table = _lis_tables(gen)[table_name]
+    s_mult, s_shift, s_zp = 1, 1, int(torch.randint(-5, 6, (), generator=gen))
+    o_mult, o_shift, o_zp = 1, 16, int(torch.randint(-5, 6, (), generator=gen))
+    args = (q, k, v, zp, s_mult, s_shift, s_zp, table, o_mult, o_shift, o_zp)
+    expected = torch.empty(1, h, n, d, dtype=torch.int8)
+    for head in range(h):
+        expected[0, head] = torch.tensor(oracle.attention(_ints(q[0, head]), _ints(k[0, head]), _ints(v[0, head]), zp,
+                                                          s_mult, s_shift, s_zp, _ints(table), o_mult, o_shift, o_zp),
+                                         dtype=torch.int8)
+    got = backend.run("int_attention", *args)
+    testing.assert_equal(got, expected, f"int_attention on {backend.name}")
+
+
+@on_every_backend
+def test_attention_scores_and_log_attn_v_ties(backend, gen):
+    q = torch.randint(-4, 5, (2, 7, 12), generator=gen, dtype=torch.int8)
+    k = torch.randint(-4, 5, (2, 9, 12), generator=gen, dtype=torch.int8)
+    zp = int(torch.randint(-2, 3, (), generator=gen))
+    for mult, shift in ((1, 1), (3, 2), (2**30, 31)):
+        s_zp = int(torch.randint(-10, 11, (), generator=gen))
+        expected = [[[oracle.float32_code(a * mult, shift, s_zp) for a in row]
+                     for row in oracle.matmul([[x - zp for x in r] for r in qb], [[x - zp for x in r] for r in kb])]
+                    for qb, kb in zip(_ints(q), _ints(k))]
+        _check(backend, "attention_scores", (q, k, zp, mult, shift, s_zp), expected, torch.int8)
+    codes = torch.randint(0, 20, (2, 7, 9), generator=gen, dtype=torch.uint8)
+    codes[codes > 15] = 255  # masked
+    v = torch.randint(-128, 128, (2, 9, 12), generator=gen, dtype=torch.int8)
+    v_zp = int(torch.randint(-128, 128, (), generator=gen))
+    expected = [oracle.log_attn_v(cb, vb, v_zp) for cb, vb in zip(_ints(codes), _ints(v))]
+    _check(backend, "log_attn_v", (codes, v, v_zp), expected, torch.int32)
+
+
+# -- quantize: float32 half-to-even ties ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@on_every_backend
+def test_quantize_ties_half_to_even(backend, gen, per_channel):
+    c = 8
+    scale = (2.0 ** -torch.randint(1, 6, (c,), generator=gen)).to(torch.float32) if per_channel else torch.tensor(0.125)
+    halves = torch.randint(-300, 300, (16, c), generator=gen).to(torch.float32) + 0.5
+    x = (halves * scale).to(torch.float32)
+    x[0, 0] = 1e-30  # rounds to the zero point
+    zp = int(torch.randint(-10, 11, (), generator=gen))
+    s_list = scale.tolist() if per_channel else [float(scale)] * c
+    expected = [[oracle.quantize(v, s_list[j], zp) for j, v in enumerate(row)] for row in x.tolist()]
+    _check(backend, "quantize", (x, scale, zp), expected, torch.int8)
