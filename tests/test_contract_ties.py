@@ -153,6 +153,10 @@ def _layernorm_tie_case(gen, m=24, c=24):
     x[1, :] = -128
     x[1, ::2] = 127  # maximal spread
     zp = int(torch.randint(-20, 21, (), generator=gen))
+    x[2, :] = zp
+    x[2, 3] = zp + 1  # near-zero variance whatever the PTF shifts: variance_offset (epsilon) decides
+    x[3, :] = zp
+    x[3, :3] = zp - 1
     alpha = torch.randint(0, 4, (c,), generator=gen, dtype=torch.int32)
     # Weight 1 over 2**25: the output is norm / 2 (norm has 24 fraction bits), half the norms odd;
     # weight 0 with odd multiples of 2**(shift - 1) as bias: exact ties in the affine rounding.
@@ -314,3 +318,35 @@ def test_quantize_ties_half_to_even(backend, gen, per_channel):
     s_list = scale.tolist() if per_channel else [float(scale)] * c
     expected = [[oracle.quantize(v, s_list[j], zp) for j, v in enumerate(row)] for row in x.tolist()]
     _check(backend, "quantize", (x, scale, zp), expected, torch.int8)
+
+
+def _largest_masked_exponent(others, bits):
+    """The largest exponent ``x`` that LIS masks in a row whose other exponents are ``others``
+    (binary search with the oracle; the sum barely moves with ``x``)."""
+    lo, hi = 1, max(others)
+    assert oracle.lis_codes([lo] + others, bits)[0] == 255 and oracle.lis_codes([hi] + others, bits)[0] != 255
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if oracle.lis_codes([mid] + others, bits)[0] == 255 else (lo, mid)
+    return lo
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+@on_every_backend
+def test_log_int_softmax_exponent_exactly_at_the_mask_threshold(backend, bits):
+    """A key whose exponent equals the row's mask threshold is masked (``e <= threshold``), also when
+    a farther key has a larger exponent (tables need not decrease). 5 bits masks only for ratios
+    above 1.5 * 2**31, hence the 2**40 exponents."""
+    big = 2**40 if bits == 5 else 2**20
+    others = [big, big // 2]  # distances 0 and 2
+    x = _largest_masked_exponent(others, bits)
+    row = [big, x, big // 2] + [0] * 253
+    table = torch.tensor([row] * 256, dtype=torch.int64)
+    scores = torch.tensor([[5, 4, 3], [4, 5, 3], [3, 4, 5]], dtype=torch.int8)  # distance 1 in each row
+    scores = torch.cat([scores, torch.tensor([[5, 4, 3]], dtype=torch.int8)])
+    for value, masked in ((x, True), (x + 1, False)):
+        row[1] = value
+        table = torch.tensor([row] * 256, dtype=torch.int64)
+        expected = oracle.log_int_softmax(_ints(scores), _ints(table), bits)
+        assert (expected[0][1] == 255) == masked
+        _check(backend, "log_int_softmax", (scores, table, bits), expected, torch.uint8)

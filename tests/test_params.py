@@ -152,3 +152,18 @@ def test_gelu_table_parameters(gen):
     assert torch.equal(ref.gelu_table_lookup(t, params.gelu_table_from_lut(lut), 0), lut[t.clamp(0, 8)])
     with pytest.raises(ValueError, match="too"):
         params.gelu_table(1e-7, 0)
+
+
+def test_shared_shift_multipliers_round_each_ratio_to_nearest(gen):
+    """One shift for both ratios (set by the larger, whose multiplier gets 31 bits); each multiplier
+    is the nearest integer to ratio * 2**shift, so the residual mix is off by at most half a unit."""
+    from fractions import Fraction
+
+    first = torch.exp(torch.empty(300, dtype=torch.float64).uniform_(-6, 3, generator=gen))
+    second = first * torch.exp(torch.empty(300, dtype=torch.float64).uniform_(-4, 4, generator=gen))
+    m1, m2, shift = params.shared_shift_multipliers(first, second)
+    assert shift.dtype == torch.int32 and m1.dtype == torch.int32 and m2.dtype == torch.int32
+    for r1, r2, a, b, s in zip(first.tolist(), second.tolist(), m1.tolist(), m2.tolist(), shift.tolist()):
+        for r, m in ((r1, a), (r2, b)):
+            assert abs(Fraction(m) - Fraction(r) * 2**s) <= Fraction(1, 2), (r, m, s)
+        assert max(a, b) >= 2**30 and max(a, b) < 2**31
