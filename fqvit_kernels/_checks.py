@@ -133,3 +133,30 @@ def positive_finite(name: str, t: torch.Tensor) -> None:
     if not bool((t > 0).all()):
         raise ValueError(f"{name} must be > 0, got min {float(t.min())}")
     _remember(t, "positive")
+
+
+# Facts about parameter values that select a kernel variant (``every shift >= 33`` picks an int32
+# epilogue). Same fingerprint as the checks above, so a GPU reads the values once per tensor.
+_FACTS = WeakIdKeyDictionary()
+
+
+def cached_fact(t: torch.Tensor, key, compute) -> Optional[bool]:
+    """``compute()`` (a bool read from ``t``'s values), remembered per tensor until ``t`` changes.
+
+    Returns ``None`` when the values cannot be read now without harm: fake/meta tensors, and CUDA
+    graph capture of a tensor not seen before (a read would synchronise inside the capture). The
+    caller then takes its general path, which is exact for any value.
+    """
+    if not _readable(t):
+        return None
+    fingerprint = _fingerprint(t)
+    entry = _FACTS.get(t)
+    if entry is not None and entry[0] == fingerprint and key in entry[1]:
+        return entry[1][key]
+    if t.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    value = bool(compute())
+    facts = dict(entry[1]) if entry is not None and entry[0] == fingerprint else {}
+    facts[key] = value
+    _FACTS[t] = (fingerprint, facts)
+    return value

@@ -3,7 +3,8 @@
 ``BACKENDS`` lists what this machine has: the reference (``fqvit_kernels.reference``), the C++
 extension called directly, the dispatched op (``torch.ops.fqvit``, whichever kernel serves the
 CPU), and the Triton kernels (on CUDA tensors with a GPU, else under ``TRITON_INTERPRET=1`` on
-CPU tensors, which tests/conftest.py sets). ``on_every_backend`` parametrizes a test over them, so
+CPU tensors, which tests/conftest.py sets), twice: as dispatched (int32 fast paths where their
+preconditions hold) and forced onto the general int64 paths (``triton-fallback``). ``on_every_backend`` parametrizes a test over them, so
 a case is written once and each implementation is one test id (``[cpp]``, ``[triton]``, ...).
 """
 
@@ -51,9 +52,23 @@ def _backends() -> List[Backend]:
 
         kernels = triton_kernels.cuda_kernels()
         found.append(Backend("triton", triton_device, kernels.get))
+        # The same kernels with every fast path switched off (FQVIT_TRITON_FALLBACK): both exact.
+        found.append(Backend("triton-fallback", triton_device, lambda op: _forced_general(kernels.get(op))))
     if torch.cuda.is_available():
         found.append(Backend("dispatch-cuda", "cuda", lambda op: getattr(torch.ops.fqvit, op)))
     return found
+
+
+def _forced_general(kernel):
+    if kernel is None:
+        return None
+
+    def run(*args):
+        from triton_kernels._common import force_paths
+
+        with force_paths(False):
+            return kernel(*args)
+    return run
 
 
 BACKENDS = _backends()

@@ -12,7 +12,7 @@ def _backends_agree(name, args, expected, dispatch=True, triton=True):
     """Every backend equals ``expected``; ``dispatch=False`` for arguments the op refuses but the
     kernels must still handle without undefined behaviour; ``triton=False`` where the interpreter
     would take minutes."""
-    skip = (() if dispatch else ("dispatch", "dispatch-cuda")) + (() if triton else ("triton",))
+    skip = (() if dispatch else ("dispatch", "dispatch-cuda")) + (() if triton else ("triton", "triton-fallback"))
     all_agree(name, args, expected, skip=skip)
 
 

@@ -9,6 +9,30 @@ import torch
 import triton
 
 
+#: Environment switch: ``FQVIT_TRITON_FALLBACK=1`` makes every kernel take its general int64 path
+#: instead of the int32 fast paths (both are exact; the switch exists to time and test them).
+FALLBACK_ENV = "FQVIT_TRITON_FALLBACK"
+_forced = None  # set by force_paths() in tests
+
+
+def fast_paths_allowed() -> bool:
+    """Whether kernels may take a fast path whose preconditions hold (see :data:`FALLBACK_ENV`)."""
+    if _forced is not None:
+        return _forced
+    return os.environ.get(FALLBACK_ENV, "0") in ("", "0")
+
+
+@contextlib.contextmanager
+def force_paths(fast: bool):
+    """Within the block, allow the fast paths (``True``) or force the general ones (``False``)."""
+    global _forced
+    previous, _forced = _forced, bool(fast)
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels on CPU tensors under ``TRITON_INTERPRET=1``."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -26,8 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._intmath import float32_code, round_shift
-from ._common import configs, device_guard, interpreting
+from ._intmath import float32_code, float32_code_emulated, round_shift
+from fqvit_kernels import _checks
+
+from ._common import configs, device_guard, fast_paths_allowed, interpreting
 
 EPILOGUE_INT32 = 0
 EPILOGUE_PLAIN = 1
@@ -35,18 +37,45 @@ EPILOGUE_GELU = 2
 EPILOGUE_RESIDUAL = 3
 
 # Hopper: BLOCK_M a multiple of 64 and num_warps a multiple of 4 (one warpgroup per 64 rows) let
-# Triton lower tl.dot to wgmma with s8 operands.
-_GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
-]
+# Triton lower tl.dot to wgmma with s8 operands. Candidates per epilogue, each compiled for sm_90
+# without a register spill (``python -m triton_kernels.compile_check --report``; a test checks it):
+# the GELU epilogue's table gather holds a 64-bit pointer per output, so it gets narrower tiles.
+def _config(bm, bn, bk, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=warps,
+                         num_stages=stages)
+
+
+_EPILOGUE_CONFIGS = {
+    EPILOGUE_INT32: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
+                     _config(128, 256, 64, 8, 3)],
+    EPILOGUE_PLAIN: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
+                     _config(128, 256, 64, 8, 3)],
+    EPILOGUE_GELU: [_config(64, 128, 128, 8, 3), _config(64, 64, 128, 4, 4)],
+    EPILOGUE_RESIDUAL: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
+                        _config(64, 128, 128, 8, 3)],
+}
+_GPU_CONFIGS = []  # the union, in first-seen order (the autotuner's list; pruned per epilogue)
+for _candidates in _EPILOGUE_CONFIGS.values():
+    for _c in _candidates:
+        if not any(str(_c) == str(g) for g in _GPU_CONFIGS):
+            _GPU_CONFIGS.append(_c)
+
+
+def configs_for(epilogue: int):
+    """The autotune candidates of one epilogue (at most 4)."""
+    return _EPILOGUE_CONFIGS[epilogue]
+
+
+def _prune(configs_, named_args, **kwargs):
+    allowed = {str(c) for c in _EPILOGUE_CONFIGS[kwargs["EPILOGUE"]]}
+    return [c for c in configs_ if str(c) in allowed]
+
+
 # Under the interpreter the cost is per program: one large tile covers the small test shapes.
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8},
                                     num_warps=4, num_stages=1)
 #: The tile :func:`gemm_ptx` compiles (one of the autotune candidates).
-PTX_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
+PTX_CONFIG = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=3)
 
 
 @triton.jit
@@ -57,7 +86,7 @@ def _gemm_kernel(
     M, N, K,
     stride_am, stride_ak, stride_bn, stride_bk, stride_om, stride_on, stride_rm, stride_rn,
     output_zero_point, table_length, cell_bits, residual_zero_point, final_zero_point,
-    EPILOGUE: tl.constexpr,
+    EPILOGUE: tl.constexpr, FAST: tl.constexpr, EVEN_K: tl.constexpr, OFFSETS_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -74,35 +103,57 @@ def _gemm_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     # Wrapped row/column indices keep the loads in bounds without masks; stores are masked.
-    rows = (offs_m % M).to(tl.int64)
-    cols = (offs_n % N).to(tl.int64)
+    rows = offs_m % M
+    cols = offs_n % N
+    if OFFSETS_64:  # some tensor spans 2**31 elements or more
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + cols[None, :] * stride_bn
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
-        k_left = K - k0
-        a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0)
-        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0)
+        if EVEN_K:  # K % BLOCK_K == 0: no load masks
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - k0
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0)
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
     out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    if OFFSETS_64:
+        out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    else:
+        out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
     if EPILOGUE == 0:
         tl.store(out_ptrs, acc, mask=out_mask)
     else:
         bias = tl.load(bias_ptr + cols)
-        mult = tl.load(mult_ptr + cols).to(tl.int64)
-        shift = tl.load(shift_ptr + cols).to(tl.int64)
-        t = round_shift(acc.to(tl.int64) * mult[None, :] + bias[None, :], shift[None, :]) + output_zero_point
+        mult = tl.load(mult_ptr + cols)
+        shift = tl.load(shift_ptr + cols)
+        if FAST:
+            # Every shift in [33, 62] (checked on the host): floor(p / 2**s) is the high word of p
+            # shifted by s - 32 >= 1, so t fits int32 with any zero point below 2**30. The
+            # rounding half rides in the per-column int64 constant: per output one widening
+            # multiply-add, one 32-bit shift and the zero point.
+            shift = tl.minimum(tl.maximum(shift, 33), 62)
+            rounding = bias + (tl.full(bias.shape, 1, tl.int64) << (shift - 1).to(tl.int64))
+            # (Both factors widened right at the product, so it compiles to one 32x32->64 multiply.)
+            p = acc.to(tl.int64) * mult[None, :].to(tl.int64) + rounding[None, :]
+            t = ((p >> 32).to(tl.int32) >> (shift - 32)[None, :]) + output_zero_point
+        else:
+            t = round_shift(acc.to(tl.int64) * mult.to(tl.int64)[None, :] + bias[None, :], shift.to(tl.int64)[None, :]) \
+                + output_zero_point
         if EPILOGUE == 2:
             # Below 0 and past the table every t has the same code: clamping keeps it int32.
             tc = tl.minimum(tl.maximum(t, -1), table_length << cell_bits).to(tl.int32)
             cell = tl.minimum(tl.maximum(tc, 0) >> cell_bits, table_length - 1)
-            entry = tl.load(table_ptr + cell, mask=out_mask, other=0)
+            entry = tl.load(table_ptr + cell)  # cell is clamped into the table: no mask
             below = (entry << 24) >> 24
             direction = ((entry >> 8) & 3) - 1
             out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)
@@ -110,19 +161,54 @@ def _gemm_kernel(
             branch = tl.minimum(tl.maximum(t, -128), 127)
             if EPILOGUE == 3:
                 res_ptrs = res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn
-                residual = tl.load(res_ptrs).to(tl.int64)
-                branch_mult = tl.load(branch_mult_ptr + cols).to(tl.int64)
-                res_mult = tl.load(res_mult_ptr + cols).to(tl.int64)
-                res_shift = tl.load(res_shift_ptr + cols).to(tl.int64)
-                mixed = (branch - output_zero_point) * branch_mult[None, :] \
-                    + (residual - residual_zero_point) * res_mult[None, :]
-                branch = float32_code(mixed, res_shift[None, :], final_zero_point)  # FQ-ViT's float32 rounding
+                residual = tl.load(res_ptrs)
+                branch_mult = tl.load(branch_mult_ptr + cols)
+                res_mult = tl.load(res_mult_ptr + cols)
+                res_shift = tl.load(res_shift_ptr + cols)
+                if FAST:
+                    # The zero points folded into one per-column constant: two widening
+                    # multiply-adds, then FQ-ViT's float32 rounding in float32 hardware.
+                    offset = -(output_zero_point * branch_mult.to(tl.int64) + residual_zero_point * res_mult.to(tl.int64))
+                    from_branch = branch.to(tl.int64) * branch_mult[None, :].to(tl.int64)
+                    from_residual = residual.to(tl.int32).to(tl.int64) * res_mult[None, :].to(tl.int64)
+                    mixed = from_branch + from_residual + offset[None, :]
+                    branch = float32_code(mixed, res_shift[None, :], final_zero_point)
+                else:
+                    mixed = (branch - output_zero_point) * branch_mult.to(tl.int64)[None, :] \
+                        + (residual.to(tl.int64) - residual_zero_point) * res_mult.to(tl.int64)[None, :]
+                    branch = float32_code_emulated(mixed, res_shift[None, :], final_zero_point)
             out = branch.to(tl.int8)
         tl.store(out_ptrs, out, mask=out_mask)
 
 
-_gemm_tuned = triton.autotune(configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
-                              key=["M", "N", "K", "EPILOGUE"])(_gemm_kernel)
+_gemm_tuned = triton.autotune(configs(_GPU_CONFIGS, _INTERPRETER_CONFIG), key=["M", "N", "K", "EPILOGUE", "FAST"],
+                              prune_configs_by={"early_config_prune": _prune})(
+    triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_gemm_kernel))
+
+#: Smallest shift of the int32 epilogue (its high-word form needs ``shift - 32 >= 1``).
+FAST_MIN_SHIFT = 33
+
+
+def fast_epilogue(shift: torch.Tensor) -> bool:
+    """Whether ``int8_linear`` with these per-channel shifts takes the int32 epilogue.
+
+    Needs every shift >= :data:`FAST_MIN_SHIFT` (conversion gives 41-46 on ViT layers), read once
+    per shift tensor and remembered until it changes; ``False`` when fast paths are switched off
+    (``FQVIT_TRITON_FALLBACK=1``) or the values cannot be read (CUDA graph capture of a new tensor).
+    """
+    if not fast_paths_allowed() or shift.numel() == 0:
+        return False
+    return bool(_checks.cached_fact(shift, ("min_shift", FAST_MIN_SHIFT),
+                                    lambda: int(shift.min()) >= FAST_MIN_SHIFT))
+
+
+def _needs_64bit_offsets(*tensors: Optional[torch.Tensor]) -> bool:
+    """True when an element offset of some operand, or of a padded row/column of the last tile
+    (up to 256 past the end), reaches 2**31: int32 address arithmetic would wrap."""
+    for t in tensors:
+        if t is not None and t.numel() and sum((n + 255) * abs(st) for n, st in zip(t.shape, t.stride())) >= 2**31:
+            return True
+    return False
 
 
 def _grid(meta, m, n):
@@ -155,7 +241,8 @@ def _launch(a, b, out, epilogue, bias=None, multiplier=None, shift=None, output_
             res.stride(0), res.stride(1),
             int(output_zero_point), gelu_table.numel() if gelu_table is not None else 1, int(gelu_cell_bits),
             int(residual_zero_point), int(final_zero_point),
-            EPILOGUE=epilogue,
+            EPILOGUE=epilogue, FAST=epilogue != EPILOGUE_INT32 and fast_epilogue(shift),
+            OFFSETS_64=_needs_64bit_offsets(a, b, out, residual),
         )
     return out
 
@@ -201,5 +288,6 @@ def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> 
         compiled = _gemm_kernel[grid](
             a, b, out, out, out, out, out, out, out, out, out, m, n, k,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
-            out.stride(0), out.stride(1), 0, 1, 0, 0, 0, EPILOGUE=EPILOGUE_INT32, **meta)
+            out.stride(0), out.stride(1), 0, 1, 0, 0, 0, EPILOGUE=EPILOGUE_INT32, FAST=False,
+            EVEN_K=k % meta["BLOCK_K"] == 0, OFFSETS_64=False, **meta)
     return compiled.asm["ptx"]

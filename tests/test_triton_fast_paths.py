@@ -1,0 +1,143 @@
+"""The Triton kernels' int32 fast paths against their general int64 paths and the reference.
+
+A fast path runs only when host-checked preconditions hold (every GEMM shift >= 33, ...), read
+once per parameter tensor and remembered until the tensor changes. These tests pin: which path a
+launch takes, that both are bit-exact at the preconditions' edges, that a parameter violating
+them (also after an in-place edit of a tensor already seen) falls back instead of giving a wrong
+answer, and that ``FQVIT_TRITON_FALLBACK=1`` switches the fast paths off. The ordinary
+interpreter, fuzz, tie and limit tests run every Triton op both ways (``op_backends``).
+"""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
+
+pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from triton_kernels import gemm  # noqa: E402
+from triton_kernels._common import FALLBACK_ENV, fast_paths_allowed, force_paths  # noqa: E402
+
+from fqvit_kernels import params, reference as ref, testing  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+IN_PROCESS = CUDA or isinstance(tl.standard.sum, InterpretedFunction)
+pytestmark = [pytest.mark.interpreter,
+              pytest.mark.skipif(not IN_PROCESS, reason="triton imported before TRITON_INTERPRET: "
+                                 "test_triton_interpreter re-runs the interpreter files in a fresh process")]
+
+EPILOGUES = ["plain", "gelu", "steps", "residual"]
+
+
+def _both_paths(case):
+    """Kernel output with fast paths allowed and forced off; both must equal the reference."""
+    args = case.to(DEVICE).args
+    expected = ref.int8_linear(*case.args)
+    outputs = []
+    for fast in (True, False):
+        with force_paths(fast):
+            got = gemm.int8_linear(*args).cpu()
+        testing.assert_equal(got, expected, f"int8_linear ({'fast' if fast else 'general'} path)")
+        outputs.append(got)
+    return outputs
+
+
+def _with_shift(case, shift):
+    args = list(case.args)
+    args[4] = shift
+    return testing.OpCase(case.name, tuple(args), case.floats)
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+@pytest.mark.parametrize("m,n,k", [(1, 7, 64), (7, 50, 128), (33, 7, 40), (70, 130, 200)])  # EVEN_K and ragged K
+def test_int8_linear_fast_and_general_paths_agree(m, n, k, epilogue, gen):
+    case = testing.linear_case(m, n, k, gen, epilogue)
+    shift = case.args[4]
+    if int(shift.min()) < gemm.FAST_MIN_SHIFT:  # keep the test meaningful whatever the draw
+        case = _with_shift(case, shift.clamp(min=gemm.FAST_MIN_SHIFT))
+    with force_paths(True):
+        assert gemm.fast_epilogue(case.args[4].to(DEVICE))
+    _both_paths(case)
+
+
+@pytest.mark.parametrize("epilogue", ["plain", "residual"])
+@pytest.mark.parametrize("shift_value", [33, 47, 62])
+def test_int8_linear_fast_path_at_its_extremes(shift_value, epilogue, gen):
+    """Largest products and biases the op accepts, at the smallest and largest fast shifts, with
+    zero points at both ends: the high-word form must not lose a carry or wrap."""
+    k = 64
+    case = testing.linear_case(4, 6, k, gen, epilogue)
+    args = list(case.args)
+    x = torch.full((4, k), -128, dtype=torch.int8)
+    x[1] = 127
+    x[2, ::2] = 127
+    args[0] = x
+    args[1] = torch.full((6, k), -128, dtype=torch.int8)
+    headroom = params.max_linear_bias(k) - (1 << (shift_value - 1))
+    args[2] = torch.tensor([headroom, -headroom, 0, 1, -1, 12345], dtype=torch.int64)
+    args[3] = torch.tensor([2**31 - 1, 2**31 - 1, 2**30, 1, 2**31 - 1, 977], dtype=torch.int32)
+    args[4] = torch.full((6,), shift_value, dtype=torch.int32)
+    for zp in (-128, 127):
+        args[5] = zp
+        _both_paths(testing.OpCase("int8_linear", tuple(args)))
+
+
+def test_int8_linear_ties_on_the_fast_path():
+    """Power-of-two ratios make exact ties: round_shift rounds half up on both paths."""
+    k = 64
+    x = torch.arange(-32, 32, dtype=torch.int8).reshape(1, k).repeat(3, 1)
+    w = torch.eye(k, dtype=torch.int8)[:5] * 3
+    bias = torch.tensor([0, 1 << 32, -(1 << 32), (1 << 33) - 1, 5], dtype=torch.int64)
+    mult = torch.full((5,), 2**30, dtype=torch.int32)
+    shift = torch.tensor([33, 33, 34, 35, 33], dtype=torch.int32)
+    case = testing.OpCase("int8_linear", (x, w, bias, mult, shift, 3))
+    _both_paths(case)
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+def test_shifts_below_the_fast_range_take_the_general_path(epilogue, gen):
+    case = testing.linear_case(9, 20, 40, gen, epilogue)
+    shift = case.args[4].clone()
+    shift[3] = gemm.FAST_MIN_SHIFT - 1
+    case = _with_shift(case, shift)
+    with force_paths(True):
+        assert not gemm.fast_epilogue(shift.to(DEVICE))
+    _both_paths(case)
+
+
+def test_an_in_place_edit_of_a_seen_shift_tensor_is_noticed(gen):
+    case = testing.linear_case(9, 20, 40, gen)
+    args = list(case.to(DEVICE).args)
+    shift = args[4].clamp(min=40)
+    args[4] = shift
+    with force_paths(True):
+        assert gemm.fast_epilogue(shift)
+        gemm.int8_linear(*args)  # remembered: fast
+        shift[0] = 20  # now below the fast range; value checks would not see it on a converted block
+        assert not gemm.fast_epilogue(shift)
+        got = gemm.int8_linear(*args).cpu()
+    testing.assert_equal(got, ref.int8_linear(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args]))
+
+
+def test_fallback_environment_variable(monkeypatch):
+    monkeypatch.delenv(FALLBACK_ENV, raising=False)
+    assert fast_paths_allowed()
+    monkeypatch.setenv(FALLBACK_ENV, "1")
+    assert not fast_paths_allowed()
+    assert not gemm.fast_epilogue(torch.full((3,), 40, dtype=torch.int32, device=DEVICE))
+    with force_paths(True):  # the test switch wins over the environment
+        assert fast_paths_allowed()
+    monkeypatch.setenv(FALLBACK_ENV, "0")
+    assert fast_paths_allowed()
+
+
+def test_64bit_offsets_are_chosen_for_huge_operands():
+    assert not gemm._needs_64bit_offsets(torch.empty(12608, 3072, dtype=torch.int8))
+    big = torch.empty((2**20, 2**11), dtype=torch.int8, device="meta")  # 2**31 elements, no storage
+    assert gemm._needs_64bit_offsets(big)
