@@ -1,0 +1,265 @@
+"""Mutation check of the test suite: does it catch realistic single-line bugs?
+
+Usage::
+
+    python scripts/mutate.py                 # the Python and Triton mutants (~10-20 min on 2 cores)
+    python scripts/mutate.py --cpp           # the C++ mutants too (one incremental rebuild each)
+    python scripts/mutate.py --only R3,T1    # selected mutants
+    python scripts/mutate.py --list
+
+Each mutant replaces one exact snippet of one file (the snippet must occur exactly once, so a
+mutant that no longer applies fails loudly instead of passing silently). It is applied to a
+throwaway copy of the tracked files (with the built extension), and the tests run from that copy,
+which then shadows the editable install. A mutant is killed when pytest fails: first on the tests
+it names (fast), else on the whole suite; it survives only if the whole suite passes. A tool for
+developers (the score goes into the issue notes), not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, NamedTuple, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Mutant(NamedTuple):
+    key: str
+    path: str        # file relative to the repository root
+    find: str        # exact snippet, occurring once
+    replace: str
+    tests: Sequence[str]  # pytest selectors tried first
+    what: str
+
+
+M = Mutant
+REF, PAR, OBS, QNT = "fqvit_kernels/reference.py", "fqvit_kernels/params.py", "fqvit_kernels/quant/observers.py", \
+    "fqvit_kernels/quant/quantizers.py"
+BLK, LAY, MOD, OPS = "fqvit_kernels/nn/block.py", "fqvit_kernels/nn/layers.py", "fqvit_kernels/nn/model.py", \
+    "fqvit_kernels/ops.py"
+TIM, TGE, TSM, TAT, TLN = ("triton_kernels/_intmath.py", "triton_kernels/gemm.py", "triton_kernels/softmax.py",
+                           "triton_kernels/attention.py", "triton_kernels/layernorm.py")
+CCO, CGE, CLN, CSA = "csrc/common.h", "csrc/gemm_epilogue.cpp", "csrc/layernorm.cpp", "csrc/softmax_attention.cpp"
+TIES, LIMITS = "tests/test_contract_ties.py", "tests/test_contract_limits.py"
+
+MUTANTS: List[Mutant] = [
+    # -- reference ------------------------------------------------------------------------------
+    M("R1", REF, "half = torch.ones_like(shift) << (shift - 1)", "half = (torch.ones_like(shift) << (shift - 1)) - 1",
+      [TIES], "round_shift: half down (tensor shifts)"),
+    M("R2", REF, "up = (shift > 0) & ((rem > half) | ((rem == half) & ((quot & 1) == 1)))",
+      "up = (shift > 0) & ((rem > half) | ((rem == half) & ((quot & 1) == 0)))", [TIES], "half-even: ties to odd"),
+    M("R3", REF, "drop = torch.clamp(bit_length(magnitude) - FLOAT32_BITS, min=0)",
+      "drop = torch.clamp(bit_length(magnitude) - FLOAT32_BITS - 1, min=0)", [TIES], "float32: 25 bits"),
+    M("R4", REF, "u = round_to_float32(y + ((int(zero_point) + 128) << shift))", "u = y + ((int(zero_point) + 128) << shift)",
+      [TIES], "float32_code: second rounding skipped"),
+    M("R5", REF, "        ) * residual_multiplier.to(torch.int64)", "        ) * branch_multiplier.to(torch.int64)",
+      [TIES], "residual mixed with the branch multiplier"),
+    M("R6", REF, "var_num = channels * sum2 - sum1 * sum1 + int(variance_offset)", "var_num = channels * sum2 - sum1 * sum1",
+      [TIES], "LayerNorm: epsilon dropped"),
+    # (Rounding the quotient's last fraction bit up on an exact half is an equivalent mutant: fl32(E)
+    # has at most 24 significant bits, so a quotient that terminates has at most 24 too.)
+    M("R7", REF, "    total = round_to_float32(total.to(torch.int64))\n    exps = exps.to(torch.int64)",
+      "    total = total.to(torch.int64)\n    exps = exps.to(torch.int64)", [TIES], "LIS ratio: the sum not rounded to float32"),
+    M("R8", REF, "valid = positive & (code < (1 << bits))", "valid = positive & (code <= (1 << bits))", [TIES],
+      "LIS mask threshold off by one"),
+    M("R9", REF, "keep = codes <= LIS_VALUE_SHIFT", "keep = codes < LIS_VALUE_SHIFT", [TIES], "attn@V drops code 15"),
+    M("R10", REF, "n = torch.clamp(7 - log2_a, 0, LN_DYADIC_MAX_N)", "n = torch.clamp(7 - log2_a, 0, LN_DYADIC_MAX_N - 1)",
+      [TIES], "dyadic LN: N capped at 30"),
+    M("R11", REF, "return (below + direction * (t - (cell << cell_bits) >= step).to(torch.int64)).to(torch.int8)",
+      "return (below + direction * (t - (cell << cell_bits) > step).to(torch.int64)).to(torch.int8)", [TIES],
+      "GELU step taken one index late"),
+    M("R12", REF, "code = torch.round(x.to(torch.float32) / scale.to(torch.float32) + float(zero_point + 128))",
+      "code = torch.floor(x.to(torch.float32) / scale.to(torch.float32) + float(zero_point + 128) + 0.5)", [TIES],
+      "quantize: half up"),
+    M("R13", REF, "index = (row_max + 128) * 256 + (row_max - values)", "index = (row_max + 127) * 256 + (row_max - values)",
+      [TIES], "LIS table row off by one"),
+    # -- params ---------------------------------------------------------------------------------
+    M("P1", PAR, "mantissa in [0.5, 1)\n    mult = torch.round(mantissa * 2.0**MULTIPLIER_BITS).to(torch.int64)",
+      "mantissa in [0.5, 1)\n    mult = torch.floor(mantissa * 2.0**MULTIPLIER_BITS).to(torch.int64)", ["tests/test_params.py"],
+      "multiplier truncated"),
+    M("P5", PAR, "    m2 = torch.round(r2 * scale).to(torch.int64)", "    m2 = torch.floor(r2 * scale).to(torch.int64)",
+      ["tests/test_params.py", "tests/test_quant_block.py"], "residual multiplier truncated"),
+    M("P2", PAR, "folded = -int(input_zero_point) * row_sums * mult.to(torch.int64)",
+      "folded = int(input_zero_point) * row_sums * mult.to(torch.int64)", ["tests/test_params.py"], "zero point fold sign"),
+    M("P3", PAR, "bias = torch.round(torch.ldexp(beta_ratio, shift)).to(torch.int64)",
+      "bias = torch.round(torch.ldexp(beta_ratio, shift - 1)).to(torch.int64)", ["tests/test_params.py"],
+      "LN bias at half scale"),
+    M("P4", PAR, "folded = folded + torch.round(scaled).to(torch.int64)", "folded = folded + scaled.to(torch.int64)",
+      ["tests/test_params.py"], "linear bias truncated"),
+    # -- observers and quantizers ---------------------------------------------------------------
+    M("O1", OBS, "hi = torch.tensor(np.percentile(data, self.alpha * 100), dtype=torch.float32, device=flat.device)",
+      "hi = torch.tensor(np.percentile(data, self.alpha), dtype=torch.float32, device=flat.device)",
+      ["tests/test_quant_observers.py"], "percentile fallback: fraction as percent"),
+    M("O2", OBS, "if best is None or score < best_score:", "if best is None or score <= best_score:",
+      ["tests/test_quant_observers.py"], "OMSE ties keep the narrowest"),
+    M("O3", OBS, "        for i in range(self.candidates):", "        for i in range(1, self.candidates):",
+      ["tests/test_quant_observers.py"], "OMSE skips the full range"),
+    M("O4", OBS, "self.max_val = self.max_val + self.sigma * (cur_max - self.max_val)\n            self.min_val = self.min_val + self.sigma * (cur_min - self.min_val)\n\n\nclass OmseObserver",
+      "self.max_val = self.max_val + self.sigma * (cur_max - self.max_val)\n            self.min_val = self.min_val + self.sigma * (cur_max - self.min_val)\n\n\nclass OmseObserver",
+      ["tests/test_quant_observers.py"], "percentile EMA of min uses max"),
+    M("Q1", QNT, "    mask = rounds >= 2**bits", "    mask = rounds > 2**bits", ["tests/test_quant_observers.py"],
+      "fake LIS mask off by one"),
+    M("Q2", QNT, "    n = torch.clamp(7 - torch.floor(torch.log2(a.abs())), 0, 31)",
+      "    n = torch.clamp(8 - torch.floor(torch.log2(a.abs())), 0, 31)", ["tests/test_quant_observers.py"],
+      "fake int LayerNorm: 9-bit M"),
+    # -- model side ------------------------------------------------------------------------------
+    M("N1", BLK, "        x = linear_int(attn.proj, ctx, ints[\"qact3_attn_zp\"], residual=x,",
+      "        x = linear_int(attn.proj, ctx, ints[\"qact3_attn_zp\"], residual=h,", ["tests/test_quant_block.py"],
+      "proj residual from the wrong tensor"),
+    M("N2", BLK, "        h = layernorm_int(self.norm2, x, ints[\"qact2_zp\"], ints[\"qact3_zp\"])",
+      "        h = layernorm_int(self.norm2, x, ints[\"qact3_zp\"], ints[\"qact3_zp\"])", ["tests/test_quant_block.py"],
+      "norm2 with the wrong input zero point"),
+    M("N3", BLK, "    lin.residual_multiplier.copy_(m_r)", "    lin.residual_multiplier.copy_(m_b)", ["tests/test_quant_block.py"],
+      "residual multiplier from the branch ratio"),
+    M("N4", LAY, "        return int(self.zero_point.item()) - 2 ** (self.bits - 1)",
+      "        return int(self.zero_point.item()) - 2 ** (self.bits - 1) + 1", ["tests/test_quant_block.py"],
+      "stored zero point off by one"),
+    M("N5", MOD, "        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)",
+      "        _convert_linear(self.head, self.qact2, float(self.qact2.scale), self.qact2.stored_zero_point)",
+      ["tests/test_quant_model.py"], "head requantized onto the wrong grid"),
+    M("N6", OPS, "        chk.values_in_range(name, t, 1, max_shift)", "        chk.values_in_range(name, t, 1, max_shift + 1)",
+      [LIMITS], "shift validation accepts 63"),
+    M("N7", OPS, "    chk.int_in_range(f\"{prefix}_shift\", shift, 1, ref.MAX_FLOAT32_REQUANT_SHIFT)",
+      "    chk.int_in_range(f\"{prefix}_shift\", shift, 0, ref.MAX_FLOAT32_REQUANT_SHIFT)", [LIMITS],
+      "attention shift validation accepts 0"),
+    # -- Triton (interpreter) --------------------------------------------------------------------
+    M("T1", TIM, "    half = tl.full(value.shape, 1, tl.int64) << (shift - 1)\n    return (value + half) >> shift",
+      "    half = (tl.full(value.shape, 1, tl.int64) << (shift - 1)) - 1\n    return (value + half) >> shift", [TIES],
+      "Triton round_shift: half down"),
+    M("T2", TGE, "                + (residual - residual_zero_point) * res_mult[None, :]",
+      "                + (residual - residual_zero_point) * branch_mult[None, :]", [TIES],
+      "Triton residual multiplier swapped"),
+    M("T3", TGE, "out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)",
+      "out = (below + tl.where(tc - (cell << cell_bits) > (entry >> 10), direction, 0)).to(tl.int8)", [TIES],
+      "Triton GELU step one late"),
+    # (Dropping the exclusive-threshold correction is equivalent: fl32(E) / e never equals a level's
+    # midpoint L_c, whose odd numerator has 25 bits while fl32(E) has at most 24.)
+    M("T4", TSM, "    code += tl.where(exps <= u[7][:, None], 1, 0)\n", "", [TIES],
+      "Triton attention: one LIS level not counted"),
+    M("T5", TAT, "    return tl.load(table_ptr + (row_max[:, None] + 128) * 256 + (row_max[:, None] - s), mask=n_ok[None, :], other=0)",
+      "    return tl.load(table_ptr + (row_max[:, None] + 128) * 256 + (row_max[:, None] - s), mask=n_ok[None, :], other=1)",
+      [TIES], "Triton attention: keys past N get exponent 1"),
+    # (``exps >= 0`` for ``exps > 0`` in _lis_code4 is equivalent: a zero exponent is below all 16
+    # thresholds, so its count is 16, the masked code, either way.)
+    M("T6", "triton_kernels/attn_v.py", "    weight = tl.where(code <= 15, 1 << (15 - tl.minimum(code, 15)), 0)",
+      "    weight = tl.where(code <= 14, 1 << (15 - tl.minimum(code, 15)), 0)", [TIES],
+      "Triton attn@V: code 15 left out of the zero-point weight sum"),
+    M("T7", TIM, "    return (u + _RNE_MAGIC).to(tl.int32, bitcast=True) - (_RNE_MAGIC_BITS + 128)",
+      "    return (u + 0.5).to(tl.int32) - 128", [TIES],
+      "Triton float32_code: half up instead of half to even"),
+    M("T8", TLN, "    centered = (x - input_zero_point) << alpha[None, :]", "    centered = (x - input_zero_point) << (alpha[None, :] & 1)",
+      [TIES], "Triton LN: PTF shift loses its high bit"),
+    M("T9", TGE, "            rounding = bias + (tl.full(bias.shape, 1, tl.int64) << (shift - 1).to(tl.int64))",
+      "            rounding = bias + (tl.full(bias.shape, 1, tl.int64) << (shift - 2).to(tl.int64))",
+      ["tests/test_triton_fast_paths.py"], "Triton int32 epilogue: rounding half at the wrong bit"),
+    M("T10", TGE, "lambda: int(shift.min()) >= FAST_MIN_SHIFT))", "lambda: int(shift.min()) >= FAST_MIN_SHIFT - 1))",
+      ["tests/test_triton_fast_paths.py"], "Triton int32 epilogue taken for shift 32"),
+    # -- C++ (--cpp) ------------------------------------------------------------------------------
+    M("C1", CCO, "  return ((v >> (s - 1)) + 1) >> 1;", "  return (v >> (s - 1)) >> 1;", [TIES], "C++ round_shift: floor"),
+    M("C2", CCO, "  const int64_t up = (h + 1) >> 1;", "  const int64_t up = (h + 2) >> 1;", [TIES],
+      "C++ half-even: off by one"),
+    M("C3", CLN, "      const int64_t var_num = c * s2 - s1 * s1 + variance_offset;", "      const int64_t var_num = c * s2 - s1 * s1;",
+      [TIES], "C++ LN: epsilon dropped"),
+    M("C4", CSA, "  const int64_t code_levels = std::min<int64_t>(mask_level - 1, kMaxLevel);",
+      "  const int64_t code_levels = std::min<int64_t>(mask_level - 2, kMaxLevel);", [TIES],
+      "C++ LIS: the top code level not counted"),
+    M("C5", CSA, "      by_distance[d] = (e <= threshold || e <= 0) ? kMaskedCode : uint8_t(code);",
+      "      by_distance[d] = (e < threshold || e <= 0) ? kMaskedCode : uint8_t(code);", [TIES],
+      "C++ LIS: mask threshold exclusive"),
+    M("C6", CGE, "      zp_term[j] = (final_zp + 128) << s;", "      zp_term[j] = (final_zp + 127) << s;", [TIES],
+      "C++ residual: final zero point off by one"),
+]
+
+
+def _copy_tree(dest: Path, with_build: bool) -> None:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / rel).is_file():
+            shutil.copy2(ROOT / rel, target)
+    for so in glob.glob(str(ROOT / "fqvit_kernels" / "_C*.so")):
+        shutil.copy2(so, dest / "fqvit_kernels")
+    if with_build and (ROOT / "build").is_dir():
+        shutil.copytree(ROOT / "build", dest / "build", dirs_exist_ok=True)
+
+
+def _apply(dest: Path, mutant: Mutant) -> None:
+    path = dest / mutant.path
+    text = path.read_text()
+    count = text.count(mutant.find)
+    if count != 1:
+        raise SystemExit(f"mutant {mutant.key}: snippet found {count} times in {mutant.path} (update the catalogue)")
+    path.write_text(text.replace(mutant.find, mutant.replace))
+
+
+def _pytest(dest: Path, selectors: Sequence[str], timeout: int) -> int:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *selectors]
+    try:
+        return subprocess.run(cmd, cwd=dest, env=env, capture_output=True, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return -1  # a hang counts as killed (the suite noticed something)
+
+
+def _build(dest: Path) -> None:
+    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "--build-temp", "build/mutants"], cwd=dest,
+                   check=True, capture_output=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpp", action="store_true", help="include the C++ mutants (rebuilds the extension per mutant)")
+    p.add_argument("--only", default="", help="comma-separated mutant keys")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per pytest run")
+    args = p.parse_args()
+    chosen = [m for m in MUTANTS if (not args.only or m.key in args.only.split(","))
+              and (args.cpp or args.only or not m.path.startswith("csrc/"))]
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.key:4} {m.path:36} {m.what}")
+        return
+    work = Path(tempfile.mkdtemp(prefix="fqvit-mutants-"))
+    base = work / "base"
+    _copy_tree(base, with_build=False)
+    if any(m.path.startswith("csrc/") for m in chosen):
+        print("building the extension once in the base copy (later builds recompile one file) ...", flush=True)
+        _build(base)
+    results = []
+    try:
+        for m in chosen:
+            t0 = time.time()
+            dest = work / m.key
+            shutil.copytree(base, dest, symlinks=True)
+            _apply(dest, m)
+            if m.path.startswith("csrc/"):
+                _build(dest)
+            killed = _pytest(dest, m.tests, args.timeout) != 0
+            stage = "named tests"
+            if not killed:
+                killed = _pytest(dest, ["tests"], args.timeout) != 0
+                stage = "whole suite"
+            results.append((m, killed))
+            print(f"{m.key:4} {'killed  ' if killed else 'SURVIVED'} ({stage}, {time.time() - t0:5.0f} s)  {m.what}",
+                  flush=True)
+            shutil.rmtree(dest, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    killed = sum(k for _, k in results)
+    print(f"\n{killed} of {len(results)} mutants killed ({100.0 * killed / max(len(results), 1):.1f} %)")
+    for m, k in results:
+        if not k:
+            print(f"  survived: {m.key} {m.path}: {m.what}")
+
+
+if __name__ == "__main__":
+    main()
