@@ -21,8 +21,10 @@ pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from triton_kernels import gemm  # noqa: E402
+import triton  # noqa: E402
+from triton_kernels import gemm, layernorm  # noqa: E402
 from triton_kernels._common import FALLBACK_ENV, fast_paths_allowed, force_paths  # noqa: E402
+from triton_kernels._intmath import round_half_even_shift_add  # noqa: E402
 
 from fqvit_kernels import params, reference as ref, testing  # noqa: E402
 
@@ -141,3 +143,89 @@ def test_64bit_offsets_are_chosen_for_huge_operands():
     assert not gemm._needs_64bit_offsets(torch.empty(12608, 3072, dtype=torch.int8))
     big = torch.empty((2**20, 2**11), dtype=torch.int8, device="meta")  # 2**31 elements, no storage
     assert gemm._needs_64bit_offsets(big)
+
+
+# -- LayerNorm -------------------------------------------------------------------------------------
+
+@triton.jit
+def _root_kernel(v_ptr, root_ptr, recip_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    root, recip = layernorm._root_and_reciprocal(tl.load(v_ptr + offs))
+    tl.store(root_ptr + offs, root)
+    tl.store(recip_ptr + offs, recip)
+
+
+def test_float_root_and_reciprocal_are_exact_at_squares_and_edges(gen):
+    """floor(sqrt(v)) and floor(2**62 / root) from float64 plus one correction step, for v in
+    [2**60, 2**62): perfect squares and their neighbours (where a rounded float root lands on the
+    wrong side), the range ends, and random values."""
+    import math
+
+    roots = torch.randint(2**30, 2**31, (200,), generator=gen, dtype=torch.int64)
+    roots = torch.cat([roots, torch.tensor([2**30, 2**31 - 1, 3037000499 // 2])])
+    squares = roots * roots
+    values = torch.cat([squares, squares - 1, squares + 1, (roots + 1) * (roots + 1) - 1,
+                        torch.tensor([2**60, 2**62 - 1, 2**61, 2**61 + 1]),
+                        torch.randint(2**60, 2**62, (400,), generator=gen, dtype=torch.int64)])
+    values = values[(values >= 2**60) & (values < 2**62)]
+    block = 1 << (values.numel() - 1).bit_length()
+    v = torch.full((block,), 2**60, dtype=torch.int64)
+    v[:values.numel()] = values
+    v = v.to(DEVICE)
+    root, recip = torch.empty_like(v), torch.empty_like(v)
+    _root_kernel[(1,)](v, root, recip, BLOCK=block)
+    expected_root = torch.tensor([math.isqrt(int(x)) for x in v.cpu()])
+    testing.assert_equal(root.cpu(), expected_root, "root")
+    testing.assert_equal(recip.cpu(), torch.tensor([2**62 // int(r) for r in expected_root]), "reciprocal")
+
+
+@triton.jit
+def _rhe_kernel(v_ptr, s_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, round_half_even_shift_add(tl.load(v_ptr + offs), tl.load(s_ptr + offs)))
+
+
+def test_round_half_even_by_one_addition_matches_the_reference(gen):
+    shifts = torch.arange(0, 63, dtype=torch.int32).repeat(16)
+    quot = torch.randint(-2**20, 2**20, (shifts.numel(),), generator=gen, dtype=torch.int64)
+    one = torch.ones_like(quot)
+    half = torch.where(shifts > 0, (one << shifts.to(torch.int64)) >> 1, torch.zeros_like(quot))
+    rem = [half, half - 1, half + 1, torch.zeros_like(quot)]  # ties, either side, exact
+    values = torch.cat([(quot << torch.clamp(shifts.to(torch.int64), max=40)) + r for r in rem] +
+                       [torch.randint(-2**62, 2**62, (shifts.numel(),), generator=gen, dtype=torch.int64)])
+    shifts = shifts.repeat(5)
+    n = 1 << (values.numel() - 1).bit_length()
+    v = torch.zeros(n, dtype=torch.int64)
+    s = torch.zeros(n, dtype=torch.int32)
+    v[:values.numel()], s[:values.numel()] = values, shifts
+    out = torch.empty_like(v).to(DEVICE)
+    _rhe_kernel[(1,)](v.to(DEVICE), s.to(DEVICE), out, BLOCK=n)
+    testing.assert_equal(out.cpu(), ref.round_half_even_shift(v, s.to(torch.int64)), "round half even")
+
+
+@pytest.mark.parametrize("dyadic", [False, True])
+@pytest.mark.parametrize("m,c", [(1, 8), (7, 80), (20, 768)])
+def test_layernorm_fast_and_general_paths_agree(dyadic, m, c, gen):
+    case = (testing.layernorm_dyadic_case if dyadic else testing.layernorm_case)(m, c, gen)
+    launcher = layernorm.ptf_layernorm_dyadic if dyadic else layernorm.ptf_layernorm
+    if dyadic:
+        with force_paths(True):
+            assert layernorm.fast_dyadic(case.args[3].to(DEVICE))
+    expected = getattr(ref, case.name)(*case.args)
+    for fast in (True, False):
+        with force_paths(fast):
+            testing.assert_equal(launcher(*case.to(DEVICE).args).cpu(), expected, f"{case.name} fast={fast}")
+
+
+def test_dyadic_layernorm_with_unnormalised_gains_takes_the_general_path(gen):
+    """The kernels are defined for gains the op refuses (value checks off): with one |gain| below
+    2**30 the fast path's one-compare bit length would be wrong, so the launcher must not take it."""
+    case = testing.layernorm_dyadic_case(5, 48, gen)
+    args = list(case.args)
+    gm = args[3].clone()
+    gm[7] = 12345
+    args[3] = gm
+    with force_paths(True):
+        assert not layernorm.fast_dyadic(gm.to(DEVICE))
+        got = layernorm.ptf_layernorm_dyadic(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
+    testing.assert_equal(got.cpu(), ref.ptf_layernorm_dyadic(*args))
