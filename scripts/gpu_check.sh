@@ -30,8 +30,8 @@ print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
       torch.cuda.get_device_capability(0) if torch.cuda.is_available() else '')
 "
 step build 300 pip install --no-build-isolation --no-deps -e .
-step gpu_tests 420 python -m pytest -q -rs tests/test_triton_interpreter.py
-step other_tests 420 python -m pytest -q tests --ignore=tests/test_triton_interpreter.py
+step gpu_tests 420 python -m pytest -q -rs tests/test_triton_interpreter.py tests/test_triton_fast_paths.py
+step other_tests 420 python -m pytest -q tests --ignore=tests/test_triton_interpreter.py --ignore=tests/test_triton_fast_paths.py
 
 step compile_all_configs 600 python -m triton_kernels.compile_check --all-configs
 step ptx 120 python -c "
@@ -55,15 +55,30 @@ else
   SUMMARY+=("SKIP  memcheck, racecheck (compute-sanitizer not found)")
 fi
 
-# Side-by-side timings on this card (median ms, triton.testing.do_bench): a quick look, the real
-# benchmark is bench/run.py.
+# Side-by-side timings on this card (median ms, triton.testing.do_bench): each Triton op with its
+# int32 fast paths and forced onto the general int64 paths (what FQVIT_TRITON_FALLBACK=1 selects),
+# next to the float baselines. A quick look; the real benchmark is bench/run.py.
 step timing 300 python - <<'PY'
 import torch, triton
 import torch.nn.functional as F
 from fqvit_kernels import testing
 from triton_kernels import attention, gemm, layernorm
+from triton_kernels._common import force_paths
 
 bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100)
+
+
+def both(fn):
+    """(fast-path ms, general-path ms), outputs checked equal first."""
+    with force_paths(False):
+        general_out = fn()
+        t_general = bench(fn)
+    with force_paths(True):
+        assert torch.equal(fn(), general_out), "fast and general paths differ"
+        t_fast = bench(fn)
+    return t_fast, t_general
+
+
 gen = torch.Generator().manual_seed(0)
 print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
 for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "residual"),
@@ -71,12 +86,13 @@ for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "resid
     case = testing.linear_case(12608, n, k, gen, epi).to("cuda")
     x, w = case.args[0], case.args[1]
     xb, wb = torch.randn_like(x, dtype=torch.bfloat16), torch.randn_like(w, dtype=torch.bfloat16)
-    t_ours = bench(lambda: gemm.int8_linear(*case.args))
+    t_fast, t_general = both(lambda: gemm.int8_linear(*case.args))
     t_bf16 = bench(lambda: xb @ wb.t())
     t_intmm = bench(lambda: torch._int_mm(x, w.t()))
-    tops = 2 * 12608 * n * k / t_ours / 1e9
-    print(f"linear {name:5s} M=12608 N={n} K={k} {epi:8s}: int8_linear {t_ours:.4f} ms ({tops:.0f} TOP/s), "
-          f"bf16 {t_bf16:.4f} ({t_bf16 / t_ours:.2f}x), _int_mm {t_intmm:.4f} ({t_intmm / t_ours:.2f}x)")
+    tops = 2 * 12608 * n * k / t_fast / 1e9
+    print(f"linear {name:5s} M=12608 N={n} K={k} {epi:8s}: int8_linear fast {t_fast:.4f} ms ({tops:.0f} TOP/s), "
+          f"general {t_general:.4f} ({t_general / t_fast:.2f}x), bf16 {t_bf16:.4f} ({t_bf16 / t_fast:.2f}x), "
+          f"_int_mm {t_intmm:.4f} ({t_intmm / t_fast:.2f}x)")
 for n_tok in (197, 577):
     case = testing.attention_case(64, 12, n_tok, 64, gen).to("cuda")
     qb = torch.randn(64, 12, n_tok, 64, device="cuda", dtype=torch.bfloat16)
@@ -87,11 +103,12 @@ case = testing.layernorm_case(12608, 768, gen).to("cuda")
 dyadic = testing.layernorm_dyadic_case(12608, 768, gen).to("cuda")
 src = case.args[0]
 dst = torch.empty_like(src)
-t_ln = bench(lambda: layernorm.ptf_layernorm(*case.args))
-t_dy = bench(lambda: layernorm.ptf_layernorm_dyadic(*dyadic.args))
 t_copy = bench(lambda: dst.copy_(src))
-print(f"ptf_layernorm 12608x768: {t_ln:.4f} ms, int8 copy {t_copy:.4f} ms ({t_copy / t_ln:.0%} of copy speed)")
-print(f"ptf_layernorm_dyadic 12608x768: {t_dy:.4f} ms ({t_copy / t_dy:.0%} of copy speed)")
+for label, fn in (("ptf_layernorm", lambda: layernorm.ptf_layernorm(*case.args)),
+                  ("ptf_layernorm_dyadic", lambda: layernorm.ptf_layernorm_dyadic(*dyadic.args))):
+    t_fast, t_general = both(fn)
+    print(f"{label} 12608x768: fast {t_fast:.4f} ms ({t_copy / t_fast:.0%} of int8 copy speed {t_copy:.4f} ms), "
+          f"general {t_general:.4f} ({t_general / t_fast:.2f}x)")
 PY
 
 # The main job on this card: microbenchmarks, block and whole models side by side with the float

@@ -122,11 +122,14 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, scor
 # num_stages=1: Triton's software pipeliner cannot predicate the score tile's warp-group dot in
 # these three-pass loops (checked by compiling for sm_90 with Triton 3.8), so the loops run
 # unpipelined; BLOCK_M is a multiple of 64 and num_warps of 4 so that both dots use wgmma.
+# Register spills at ViT-B shapes (compile_check --report, sm_90, 2026-11-28): 64x64 w8 none with
+# Triton 3.8 but 1864 B with 3.6; 128x64 w8 376 B with 3.8, 24 B with 3.6; 64x64 w4 376 B / 2648 B;
+# 64x128 and 128x128 17-34 KB (dropped). The per-row LIS thresholds (16 int64 per row) need the
+# room; until they shrink, both 8-warp tiles stay candidates so each Triton version has one that
+# spills little or not at all.
 _GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=1),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=8, num_stages=1),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=1),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=1),
 ]
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)
 

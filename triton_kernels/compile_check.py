@@ -8,6 +8,11 @@ and whether the dots became Hopper ``wgmma`` instructions with s8 operands.
 
 Run ``python -m triton_kernels.compile_check [--quick | --all-configs]`` in a process where
 ``TRITON_INTERPRET`` is unset (the module refuses to run under the interpreter).
+
+``--report`` compiles every kernel x autotune candidate with the specialisation of its launch at
+ViT-B batch 64 and prints registers, spills, shared memory, s8 wgmma count and SASS instructions
+per element of the hot code (:mod:`.static_report`); ``--general`` adds the general (fallback)
+paths. It exits 1 on the problems :func:`report_problems` lists (tests/test_static_report.py).
 """
 
 from __future__ import annotations
@@ -41,22 +46,27 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
 
     gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
                      table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
-    gemm_configs = gemm._GPU_CONFIGS if all_configs else gemm._GPU_CONFIGS[:1]
-    for cfg in gemm_configs:
-        for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
+    for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
+        candidates = gemm.configs_for(epilogue)
+        for cfg in candidates if all_configs else candidates[:1]:
             ptrs = dict(gemm_ptrs, out_ptr=_I32 if epilogue == gemm.EPILOGUE_INT32 else _I8)
-            consts = dict(cfg.kwargs, EPILOGUE=epilogue)
-            label = f"gemm epilogue={epilogue} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']}x{cfg.kwargs['BLOCK_K']}"
-            yield label, gemm._gemm_kernel, ptrs, consts, cfg.num_warps, cfg.num_stages
+            # The general path with everything general (K masks, 64-bit offsets); the fast one as at ViT shapes.
+            for fast in ((False,) if epilogue == gemm.EPILOGUE_INT32 else (False, True)):
+                consts = dict(cfg.kwargs, EPILOGUE=epilogue, FAST=fast, EVEN_K=fast, OFFSETS_64=not fast)
+                label = (f"gemm epilogue={epilogue}{' fast' if fast else ''} "
+                         f"{cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']}x{cfg.kwargs['BLOCK_K']}")
+                yield label, gemm._gemm_kernel, ptrs, consts, cfg.num_warps, cfg.num_stages
 
     for channels in (8, 768, 8192):
         block_c, rows, warps = layernorm.launch_config(channels)
-        yield (f"ptf_layernorm C={channels}", layernorm._ptf_layernorm_kernel,
-               dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32),
-               dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS), warps, 3)
-        yield (f"ptf_layernorm_dyadic C={channels}", layernorm._ptf_layernorm_dyadic_kernel,
-               dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64),
-               dict(ROWS=rows, BLOCK_C=block_c, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
+        for fast in (False, True):
+            tag = " fast" if fast else ""
+            yield (f"ptf_layernorm{tag} C={channels}", layernorm._ptf_layernorm_kernel,
+                   dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32),
+                   dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast), warps, 3)
+            yield (f"ptf_layernorm_dyadic{tag} C={channels}", layernorm._ptf_layernorm_dyadic_kernel,
+                   dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64),
+                   dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
 
     for length in (7, 197, 4096):
         block_l, rows, warps = softmax.launch_config(length)
@@ -94,7 +104,8 @@ def wgmma_s8_count(ptx: str) -> int:
 
 
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
-QUICK = ("gemm epilogue=2", "gemm epilogue=3", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "log_int_softmax L=197", "lis_codes_check",
+QUICK = ("gemm epilogue=2", "gemm epilogue=3", "gemm epilogue=2 fast", "gemm epilogue=3 fast", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "ptf_layernorm fast C=768",
+         "ptf_layernorm_dyadic fast C=768", "log_int_softmax L=197", "lis_codes_check",
          "log_attn_v D=80", "attention_scores D=80", "int_attention D=32 ", "int_attention D=80 ")
 
 
@@ -124,12 +135,128 @@ def compile_all(arch: int = 90, all_configs: bool = False, only=None) -> List[Di
     return results
 
 
+# ViT-B at batch 64: M = 64 * 197 token rows, C = 768, 12 heads of 64, MLP 3072.
+_VIT_B = dict(batch=64, tokens=197, dim=768, heads=12, head_dim=64, hidden=3072)
+
+
+def report_jobs(all_configs: bool = True, general: bool = False, only=None):
+    """Every kernel x autotune config with the specialisation of its launch at ViT-B batch 64
+    (the fast paths; ``general=True`` adds the general paths, for before/after tables)."""
+    for job in _report_jobs(all_configs, general):
+        if only is None or any(job.label.startswith(prefix) for prefix in only):
+            yield job
+
+
+def _report_jobs(all_configs: bool, general: bool):
+    from . import attention, gemm, layernorm
+    from .static_report import Job
+
+    v = _VIT_B
+    m = v["batch"] * v["tokens"]
+    gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
+                     table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+    # Triton specialises integer arguments equal to 1 as constants and marks pointers and integers
+    # divisible by 16 at launch; the unit strides and the divisible sizes of these shapes:
+    unit = dict(stride_ak=1, stride_bk=1, stride_on=1, stride_rn=1)
+    divisible = list(gemm_ptrs) + ["M", "N", "K", "stride_am", "stride_bn", "stride_om", "stride_rm"]
+    shapes = {gemm.EPILOGUE_PLAIN: ("qkv", 3 * v["dim"], v["dim"]), gemm.EPILOGUE_GELU: ("fc1", v["hidden"], v["dim"]),
+              gemm.EPILOGUE_RESIDUAL: ("fc2", v["dim"], v["hidden"])}
+    for fast in (True, False) if general else (True,):
+        for epilogue, (name, n, k) in shapes.items():
+            candidates = gemm.configs_for(epilogue)
+            for cfg in candidates if all_configs else candidates[:1]:
+                kw = cfg.kwargs
+                consts = dict(kw, EPILOGUE=epilogue, FAST=fast, EVEN_K=k % kw["BLOCK_K"] == 0, OFFSETS_64=False,
+                              **unit)
+                sig = _signature(gemm._gemm_kernel, gemm_ptrs, consts)
+                label = (f"gemm {name} {'fast' if fast else 'general'} {kw['BLOCK_M']}x{kw['BLOCK_N']}x{kw['BLOCK_K']} "
+                         f"w{cfg.num_warps} s{cfg.num_stages}")
+                yield Job(label, gemm._gemm_kernel, sig, consts, divisible, cfg.num_warps, cfg.num_stages, "gemm",
+                          kw["BLOCK_M"] * kw["BLOCK_N"])
+    att_ptrs = dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64)
+    att_div = list(att_ptrs) + ["D", "stride_qb", "stride_qh", "stride_qn", "stride_kb", "stride_kh", "stride_kn",
+                                "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on"]
+    for cfg in attention._GPU_CONFIGS if all_configs else attention._GPU_CONFIGS[:1]:
+        kw = cfg.kwargs
+        consts = dict(kw, BLOCK_D=attention.head_block(v["head_dim"]))
+        sig = _signature(attention._int_attention_kernel, att_ptrs, consts)
+        label = f"int_attention D=64 {kw['BLOCK_M']}x{kw['BLOCK_N']} w{cfg.num_warps} s{cfg.num_stages}"
+        yield Job(label, attention._int_attention_kernel, sig, consts, att_div, cfg.num_warps, cfg.num_stages,
+                  "attention", kw["BLOCK_M"] * kw["BLOCK_N"])
+    block_c, rows, warps = layernorm.launch_config(v["dim"])
+    ln_div = ["x_ptr", "out_ptr", "alpha_ptr", "M", "C"]
+    for fast in (True, False) if general else (True,):
+        tag = "fast" if fast else "general"
+        consts = dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast)
+        ptrs = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32)
+        yield Job(f"ptf_layernorm {tag} C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_kernel,
+                  _signature(layernorm._ptf_layernorm_kernel, ptrs, consts), consts, ln_div + list(ptrs), warps, 3,
+                  "layernorm", rows * v["dim"])
+        consts = dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS)
+        ptrs = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64)
+        yield Job(f"ptf_layernorm_dyadic {tag} C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_dyadic_kernel,
+                  _signature(layernorm._ptf_layernorm_dyadic_kernel, ptrs, consts), consts, ln_div + list(ptrs),
+                  warps, 3, "layernorm", rows * v["dim"])
+
+
+def report(arch: int = 90, all_configs: bool = True, general: bool = False, only=None):
+    """Compile :func:`report_jobs` and return the :class:`static_report.Report` list."""
+    if interpreting():
+        raise RuntimeError("the static report needs real @triton.jit kernels: unset TRITON_INTERPRET")
+    from .static_report import compile_job
+
+    return [compile_job(job, arch) for job in report_jobs(all_configs, general, only)]
+
+
+def report_problems(reports) -> List[str]:
+    """What fails the report: a failed compile, a GEMM or attention kernel without s8 wgmma, a
+    spill in a GEMM or LayerNorm candidate, or no spill-free int_attention candidate (its per-row
+    thresholds still make some candidates spill, see attention._GPU_CONFIGS). Spills of the
+    general (fallback) paths, shown with ``--general``, are listed but do not fail."""
+    problems = []
+    for r in reports:
+        if not r.ok:
+            problems.append(f"{r.job.label}: compile failed: {r.error}")
+        elif r.job.kind in ("gemm", "attention") and r.wgmma_s8 == 0:
+            problems.append(f"{r.job.label}: no s8 wgmma")
+        elif r.spill_bytes > 0 and r.job.kind in ("gemm", "layernorm") and " general " not in r.job.label:
+            problems.append(f"{r.job.label}: {r.spill_bytes} B spilled")
+    attention = [r for r in reports if r.ok and r.job.kind == "attention"]
+    if attention and all(r.spill_bytes > 0 for r in attention):
+        problems.append("int_attention: every candidate spills")
+    return problems
+
+
+def _report_header(arch: int) -> str:
+    import datetime
+    import platform
+
+    v = _VIT_B
+    return (f"# sm_{arch} static report, {datetime.date.today().isoformat()}, triton {triton.__version__}, "
+            f"python {platform.python_version()}; ViT-B batch {v['batch']} launch specialisations\n"
+            "# hot SASS/elem: GEMM = epilogue instructions per output; attention = key-tile loop instructions "
+            "per score (+ per-row work over 197 keys); LayerNorm = all instructions per element (per thread)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--all-configs", action="store_true", help="every autotune candidate, not only the first")
     parser.add_argument("--quick", action="store_true", help="one compile per kernel family (see QUICK)")
+    parser.add_argument("--report", action="store_true",
+                        help="registers, spills, shared memory, wgmma and SASS per element at ViT-B batch-64 shapes")
+    parser.add_argument("--general", action="store_true", help="--report: the general (fallback) paths too")
+    parser.add_argument("--only", default="", help="--report: comma-separated label prefixes")
     args = parser.parse_args(argv)
+    if args.report:
+        from .static_report import format_reports
+
+        reports = report(args.arch, general=args.general, only=args.only.split(",") if args.only else None)
+        print(format_reports(reports, _report_header(args.arch)))
+        bad = report_problems(reports)
+        for problem in bad:
+            print("problem:", problem)
+        return 1 if bad else 0
     results = compile_all(args.arch, args.all_configs, QUICK if args.quick else None)
     for r in results:
         status = "ok  " if r["ok"] else "FAIL"
