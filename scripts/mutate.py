@@ -149,9 +149,9 @@ MUTANTS: List[Mutant] = [
       [TIES], "Triton attention: keys past N get exponent 1"),
     # (``exps >= 0`` for ``exps > 0`` in _lis_code4 is equivalent: a zero exponent is below all 16
     # thresholds, so its count is 16, the masked code, either way.)
-    M("T6", "triton_kernels/attn_v.py", "    weight = tl.where(code <= 15, 1 << (15 - tl.minimum(code, 15)), 0)",
-      "    weight = tl.where(code <= 14, 1 << (15 - tl.minimum(code, 15)), 0)", [TIES],
-      "Triton attn@V: code 15 left out of the zero-point weight sum"),
+    M("T6", "triton_kernels/attn_v.py", "    neg_lo = (-(weight & 0xFF)).to(tl.int8)",
+      "    neg_lo = (-(weight & 0x7F)).to(tl.int8)", [TIES],
+      "Triton attn@V: code 8 weighs nothing"),
     M("T7", TIM, "    return (u + _RNE_MAGIC).to(tl.int32, bitcast=True) - (_RNE_MAGIC_BITS + 128)",
       "    return (u + 0.5).to(tl.int32) - 128", [TIES],
       "Triton float32_code: half up instead of half to even"),

@@ -229,3 +229,42 @@ def test_dyadic_layernorm_with_unnormalised_gains_takes_the_general_path(gen):
         assert not layernorm.fast_dyadic(gm.to(DEVICE))
         got = layernorm.ptf_layernorm_dyadic(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
     testing.assert_equal(got.cpu(), ref.ptf_layernorm_dyadic(*args))
+
+
+# -- attention -------------------------------------------------------------------------------------
+
+def test_fqvit_exponent_tables_take_the_float32_division_path(gen):
+    from triton_kernels import attention
+
+    with force_paths(True):
+        for scale, zp in ((0.01, 0), (0.05, -20), (0.3, 40)):
+            assert attention.fast_attention(params.lis_exp_table(scale, zp).to(DEVICE))
+
+
+@pytest.mark.parametrize("n,d", [(7, 16), (50, 64), (70, 32)])
+def test_int_attention_fast_and_general_paths_agree(n, d, gen):
+    from triton_kernels import attention
+
+    case = testing.attention_case(2, 2, n, d, gen)
+    expected = ref.int_attention(*case.args)
+    for fast in (True, False):
+        with force_paths(fast):
+            assert attention.fast_attention(case.args[7].to(DEVICE)) == fast
+            testing.assert_equal(attention.int_attention(*case.to(DEVICE).args).cpu(), expected, f"fast={fast}")
+
+
+def test_exponent_tables_that_are_not_float32_integers_take_the_general_path(gen):
+    """2**24 + 1 is no float32: dividing by its float32 rounding would not be FQ-ViT's ratio of the
+    table as given, so such a table must not take the division path; the result stays exact."""
+    from triton_kernels import attention
+
+    case = testing.attention_case(1, 2, 33, 16, gen)
+    args = list(case.args)
+    table = args[7].clone()
+    table[:, 0] = 2**24 + 1
+    table[:, 1] = 2**24 - 1
+    args[7] = table
+    with force_paths(True):
+        assert not attention.fast_attention(table.to(DEVICE))
+        got = attention.int_attention(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
+    testing.assert_equal(got.cpu(), ref.int_attention(*args))

@@ -31,9 +31,10 @@ import torch
 import triton
 import triton.language as tl
 
+from fqvit_kernels import _checks
 from fqvit_kernels.ops import _attention_output
 
-from ._common import configs, device_guard, pow2_at_least
+from ._common import configs, device_guard, fast_paths_allowed, pow2_at_least
 from ._intmath import requantize_float32
 from .attn_v import _lis_pv_weights
 from .softmax import _lis_code4, _lis_thresholds, level_table
@@ -60,6 +61,21 @@ def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_
     k_sum = tl.sum(kt.to(tl.int32), axis=0)
     s = _score_tile(q, q_corr, kt, k_sum, zero_point, score_mult, score_shift, score_zero_point)
     return tl.load(table_ptr + (row_max[:, None] + 128) * 256 + (row_max[:, None] - s), mask=n_ok[None, :], other=0)
+
+
+@triton.jit
+def _lis_code4_float32(exps, total_f32):
+    """4-bit LIS code (16: masked) the way FQ-ViT computes it, in float32 hardware: ``R =
+    round(fl32(E) / e)`` with IEEE division (exact when every exponent is a float32 integer, which
+    the launcher checks), then ``code = msb(R) + the bit below it`` read from R's exponent and top
+    mantissa bit. About 20 instructions per score and no per-row thresholds."""
+    e = tl.where(exps > 0, exps, 1).to(tl.float32)  # exact: a float32 integer (0 is masked below)
+    q = tl.div_rn(total_f32[:, None] + tl.zeros_like(e), e)
+    # round half to even: adding 2**23 leaves the rounded integer in the last place (q >= 1)
+    r = tl.where(q < 8388608.0, (q + 8388608.0) - 8388608.0, q)
+    bits = r.to(tl.int32, bitcast=True)
+    code = ((bits >> 23) - 127) + ((bits >> 22) & 1)
+    return tl.where((exps > 0) & (code < 16), code, 16)
 
 
 @triton.jit
@@ -122,14 +138,14 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, qkv_zero_point: int, scor
 # num_stages=1: Triton's software pipeliner cannot predicate the score tile's warp-group dot in
 # these three-pass loops (checked by compiling for sm_90 with Triton 3.8), so the loops run
 # unpipelined; BLOCK_M is a multiple of 64 and num_warps of 4 so that both dots use wgmma.
-# Register spills at ViT-B shapes (compile_check --report, sm_90, 2026-11-28): 64x64 w8 none with
-# Triton 3.8 but 1864 B with 3.6; 128x64 w8 376 B with 3.8, 24 B with 3.6; 64x64 w4 376 B / 2648 B;
-# 64x128 and 128x128 17-34 KB (dropped). The per-row LIS thresholds (16 int64 per row) need the
-# room; until they shrink, both 8-warp tiles stay candidates so each Triton version has one that
-# spills little or not at all.
+# Fast path at ViT-B shapes (compile_check --report, sm_90, 2026-11-28), hot SASS per score and
+# spills with Triton 3.8 / 3.6: 128x64 w8 111 / 118, 64x64 w4 117 / 126, 64x64 w8 140 / 176, none
+# spilling; 128x64 w4 (536 B), 128x128 w8 (400 B) and 64x128 w8 (177 per score) are left out. The
+# general path (per-row int64 thresholds) spills 0-48 B with these tiles (Triton 3.8).
 _GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=8, num_stages=1),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=1),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=8, num_stages=1),
 ]
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)
 
@@ -141,7 +157,7 @@ def _int_attention_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
     zero_point, score_mult, score_shift, score_zero_point, out_mult, out_shift, out_zero_point,
-    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr,
 ):
     # 1-D grid, query tiles of one (batch, head) adjacent so they share its K/V in L2; B * H may
     # exceed CUDA's 65535 limit on grid dims 1 and 2.
@@ -189,8 +205,12 @@ def _int_attention_kernel(
                            score_shift, score_zero_point, table_ptr, row_max)
         total += tl.sum(e, axis=1)
 
-    # Pass 3: codes by threshold counts, exact P@V on tensor cores.
-    thresholds = _lis_thresholds(total, levels_ptr)
+    # Pass 3: codes (by a float32 division per score on the fast path, else by counting the row's
+    # 16 thresholds), exact P@V on tensor cores.
+    if FAST:
+        total_f32 = total.to(tl.float32)  # fl32(E): the int64 -> float32 conversion rounds to nearest even
+    else:
+        thresholds = _lis_thresholds(total, levels_ptr)
     acc_hi = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
     acc_lo = tl.zeros((BLOCK_M, BLOCK_D), tl.int32)
     weight_sum = tl.zeros((BLOCK_M,), tl.int32)
@@ -199,7 +219,10 @@ def _int_attention_kernel(
         n_ok = keys < N
         e = _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_point, score_mult,
                            score_shift, score_zero_point, table_ptr, row_max)
-        code = _lis_code4(e, thresholds)  # keys past N have e == 0: code 16, weight 0
+        if FAST:
+            code = _lis_code4_float32(e, total_f32)  # keys past N have e == 0: code 16, weight 0
+        else:
+            code = _lis_code4(e, thresholds)
         neg_hi, neg_lo, weight = _lis_pv_weights(code)
         weight_sum += tl.sum(weight, axis=1)
         v = tl.load(v_base + keys.to(tl.int64)[:, None] * stride_vn + offs_d[None, :],
@@ -214,7 +237,17 @@ def _int_attention_kernel(
 
 
 _int_attention_tuned = triton.autotune(configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
-                                       key=["N", "BLOCK_D"])(_int_attention_kernel)
+                                       key=["N", "BLOCK_D", "FAST"])(_int_attention_kernel)
+
+
+def fast_attention(exp_table: torch.Tensor) -> bool:
+    """Whether ``int_attention`` takes its fast path: every exponent a non-negative float32 integer
+    (FQ-ViT computes them in float32, so its tables are; read once per table and remembered)."""
+    if not fast_paths_allowed():
+        return False
+    t = exp_table
+    return bool(_checks.cached_fact(t, "float32 integers",
+                                    lambda: bool(((t >= 0) & (t.to(torch.float32).to(torch.int64) == t)).all())))
 
 
 def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
@@ -236,6 +269,6 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             int(qkv_zero_point), int(score_multiplier), int(score_shift), int(score_zero_point),
             int(out_multiplier), int(out_shift), int(out_zero_point),
-            BLOCK_D=block_d,
+            BLOCK_D=block_d, FAST=fast_attention(exp_table),
         )
     return out

@@ -21,12 +21,15 @@ from ._common import device_guard, pow2_at_least
 
 @triton.jit
 def _lis_pv_weights(code):
-    """Negated int8 halves and the int32 weight of codes (any int32 >= 0; > 15 weighs 0)."""
-    hi_shift = 7 - tl.minimum(code, 7)
-    lo_shift = 15 - tl.minimum(tl.maximum(code, 8), 15)
-    neg_hi = tl.where(code <= 7, -(1 << hi_shift), 0).to(tl.int8)
-    neg_lo = tl.where((code >= 8) & (code <= 15), -(1 << lo_shift), 0).to(tl.int8)
-    weight = tl.where(code <= 15, 1 << (15 - tl.minimum(code, 15)), 0)
+    """Negated int8 halves and the int32 weight of codes (any int32 >= 0; > 15 weighs 0).
+
+    ``w = 0x8000 >> code`` is ``2**(15 - code)`` for codes up to 15 and 0 for 16 and above (the
+    shift is capped at 16); its high byte is the weight of codes 0-7, its low byte that of codes
+    8-15, each at most 128, so their negations fit int8.
+    """
+    weight = 0x8000 >> tl.minimum(code, 16)
+    neg_hi = (-(weight >> 8)).to(tl.int8)
+    neg_lo = (-(weight & 0xFF)).to(tl.int8)
     return neg_hi, neg_lo, weight
 
 
