@@ -40,6 +40,12 @@ def report() -> List[str]:
         f"Triton usable: {'yes' if triton_version and cuda else 'no'} "
         f"({triton_state}{'' if cuda else '; it needs a CUDA device outside the interpreter'})",
     ]
+    import os
+
+    fallback = os.environ.get("FQVIT_TRITON_FALLBACK", "0") not in ("", "0")
+    lines.append("Triton fast paths: " + ("off (FQVIT_TRITON_FALLBACK set: general int64 paths)" if fallback else
+                                          "on where their preconditions hold (FQVIT_TRITON_FALLBACK=1 turns them off; "
+                                          "docs/gpu.md)"))
     error = backends.cpu_extension_error()
     lines.append("C++ extension fqvit_kernels._C: " + ("loaded" if error is None else f"not loaded: {error}"))
     width = max(len(name) for name in ops.OP_NAMES)

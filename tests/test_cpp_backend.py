@@ -463,3 +463,12 @@ def test_info_reports_the_cpp_backend():
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in ops.OP_NAMES}
     assert set(rows) == set(ops.OP_NAMES)
     assert all(cols[0] == "cpp" for cols in rows.values())
+
+
+def test_info_reports_the_triton_fast_path_switch(monkeypatch):
+    from fqvit_kernels import info
+
+    monkeypatch.delenv("FQVIT_TRITON_FALLBACK", raising=False)
+    assert any(line.startswith("Triton fast paths: on") for line in info.report())
+    monkeypatch.setenv("FQVIT_TRITON_FALLBACK", "1")
+    assert any(line.startswith("Triton fast paths: off") for line in info.report())
