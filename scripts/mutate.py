@@ -134,9 +134,9 @@ MUTANTS: List[Mutant] = [
     M("T1", TIM, "    half = tl.full(value.shape, 1, tl.int64) << (shift - 1)\n    return (value + half) >> shift",
       "    half = (tl.full(value.shape, 1, tl.int64) << (shift - 1)) - 1\n    return (value + half) >> shift", [TIES],
       "Triton round_shift: half down"),
-    M("T2", TGE, "                + (residual - residual_zero_point) * res_mult[None, :]",
-      "                + (residual - residual_zero_point) * branch_mult[None, :]", [TIES],
-      "Triton residual multiplier swapped"),
+    M("T2", TGE, "from_residual = residual.to(tl.int32).to(tl.int64) * res_mult[None, :].to(tl.int64)",
+      "from_residual = residual.to(tl.int32).to(tl.int64) * branch_mult[None, :].to(tl.int64)", [TIES],
+      "Triton residual multiplier swapped (fast epilogue)"),
     M("T3", TGE, "out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)",
       "out = (below + tl.where(tc - (cell << cell_bits) > (entry >> 10), direction, 0)).to(tl.int8)", [TIES],
       "Triton GELU step one late"),
@@ -228,6 +228,10 @@ def main() -> None:
         for m in MUTANTS:
             print(f"{m.key:4} {m.path:36} {m.what}")
         return
+    stale = [f"{m.key} ({m.path}: found {(ROOT / m.path).read_text().count(m.find)} times)" for m in chosen
+             if (ROOT / m.path).read_text().count(m.find) != 1]
+    if stale:  # check every snippet before spending an hour on the others
+        raise SystemExit("stale mutants, update the catalogue: " + ", ".join(stale))
     work = Path(tempfile.mkdtemp(prefix="fqvit-mutants-"))
     base = work / "base"
     _copy_tree(base, with_build=False)

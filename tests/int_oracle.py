@@ -107,8 +107,9 @@ def ptf_layernorm(x, zp, alpha, wmult, bias, shift, out_zp, variance_offset=0) -
     return out
 
 
-def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp) -> List[List[int]]:
-    """FQ-ViT's dyadic LayerNorm (reference.ptf_layernorm_dyadic's docstring), scalar Python."""
+def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp, max_n: int = 31) -> List[List[int]]:
+    """FQ-ViT's dyadic LayerNorm (reference.ptf_layernorm_dyadic's docstring), scalar Python.
+    ``max_n`` other than 31 gives a deliberately wrong variant, for tests that must tell them apart."""
     c = len(alpha)
     out = []
     for row in x:
@@ -130,7 +131,7 @@ def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp) -> List[List[int]]:
             prod = abs(g) * rho
             e = sh + p - 62 - gshift
             log2a = (prod.bit_length() - 1 + e) if prod > 0 else -(1 << 20)
-            n = clamp(7 - log2a, 0, 31)
+            n = clamp(7 - log2a, 0, max_n)
             m = 255 if log2a > 7 else prod >> clamp(-(e + n), 0, 63)
             frac = 24 - max(log2a - 7, 0)
             a_fixed = prod >> clamp(-(e + n) - frac, 0, 63)

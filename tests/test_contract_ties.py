@@ -350,3 +350,27 @@ def test_log_int_softmax_exponent_exactly_at_the_mask_threshold(backend, bits):
         expected = oracle.log_int_softmax(_ints(scores), _ints(table), bits)
         assert (expected[0][1] == 255) == masked
         _check(backend, "log_int_softmax", (scores, table, bits), expected, torch.uint8)
+
+
+@on_every_backend
+def test_ptf_layernorm_dyadic_tiny_gain_uses_the_full_31_bit_shift(backend):
+    """A gain so small that A * 2**31 is in [1, 2): M = 1 only with N = 31 (N = 30 gives M = 0), and
+    with beta / s_out = 1/2 and a zero-mean row the output is round(1/2 + X / 2**31): 1 for X > 0
+    only when N reaches 31. The gain's shift is searched so the case provably discriminates."""
+    x = torch.tensor([[1, -1, 2, -2, 3, -3, 4, -4]], dtype=torch.int8)
+    alpha = torch.zeros(8, dtype=torch.int32)
+    gm = torch.full((8,), 2**30, dtype=torch.int32)
+    beta = torch.zeros(8, dtype=torch.int64)
+    beta[0] = 2**46  # beta / s_out = 1/2 (47 fraction bits)
+    found = None
+    for shift in range(15, 63):
+        gs = torch.full((8,), 40, dtype=torch.int32)
+        gs[0] = shift
+        args = (x, 0, alpha, gm, gs, beta, 0)
+        ints = [_ints(a) if isinstance(a, torch.Tensor) else a for a in args]
+        right, capped = oracle.ptf_layernorm_dyadic(*ints), oracle.ptf_layernorm_dyadic(*ints, max_n=30)
+        if right != capped:
+            found = (args, right)
+            break
+    assert found is not None, "no gain shift separates N = 31 from N = 30"
+    _check(backend, "ptf_layernorm_dyadic", found[0], found[1], torch.int8)
