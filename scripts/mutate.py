@@ -162,6 +162,16 @@ MUTANTS: List[Mutant] = [
       ["tests/test_triton_fast_paths.py"], "Triton int32 epilogue: rounding half at the wrong bit"),
     M("T10", TGE, "lambda: int(shift.min()) >= FAST_MIN_SHIFT))", "lambda: int(shift.min()) >= FAST_MIN_SHIFT - 1))",
       ["tests/test_triton_fast_paths.py"], "Triton int32 epilogue taken for shift 32"),
+    M("T11", TAT, "    code = ((bits >> 23) - 127) + ((bits >> 22) & 1)", "    code = ((bits >> 23) - 127) + ((bits >> 21) & 1)",
+      [TIES], "Triton attention (fast): code from the wrong mantissa bit"),
+    M("T12", TAT, "    r = tl.where(q < 8388608.0, (q + 8388608.0) - 8388608.0, q)",
+      "    r = tl.where(q < 8388608.0, (q + 0.5).to(tl.int32).to(tl.float32), q)", [TIES],
+      "Triton attention (fast): LIS ratio rounded half up"),
+    # (Dropping the upward corrections of the float root or reciprocal is equivalent: rounding v to a
+    # double moves its root by at most 2**-24, under half the spacing of doubles near the root, and
+    # the reciprocal's division is exact or rounds to within 2**-22; they are kept as a safeguard.)
+    M("T13", TLN, "    root = tl.where(root * root > scaled, root - 1, root)\n", "\n",
+      ["tests/test_triton_fast_paths.py"], "Triton LN (fast): float root not corrected downwards"),
     # -- C++ (--cpp) ------------------------------------------------------------------------------
     M("C1", CCO, "  return ((v >> (s - 1)) + 1) >> 1;", "  return (v >> (s - 1)) >> 1;", [TIES], "C++ round_shift: floor"),
     M("C2", CCO, "  const int64_t up = (h + 1) >> 1;", "  const int64_t up = (h + 2) >> 1;", [TIES],

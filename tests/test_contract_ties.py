@@ -374,3 +374,27 @@ def test_ptf_layernorm_dyadic_tiny_gain_uses_the_full_31_bit_shift(backend):
             break
     assert found is not None, "no gain shift separates N = 31 from N = 30"
     _check(backend, "ptf_layernorm_dyadic", found[0], found[1], torch.int8)
+
+
+@on_every_backend
+def test_int_attention_lis_ratio_of_two_and_a_half(backend):
+    """Exponents 2, 2, 1 (sum 5): two ratios of exactly 2.5, the one tie where rounding half to
+    even (2, code 1) and half up (3, code 2) give different codes (2.5 is the only such tie: other
+    ties k + 1/2 with k even round to k or k + 1 of the same code). Scores are the accumulators
+    themselves (multiplier 2**30, shift 30)."""
+    d, n = 8, 5
+    q = torch.zeros(1, 1, n, d, dtype=torch.int8)
+    q[..., 0] = 1
+    k = torch.zeros(1, 1, n, d, dtype=torch.int8)
+    k[0, 0, :, 0] = torch.tensor([10, 9, 8, -20, -30])  # score distances 0, 1, 2, 30, 40 from the max
+    v = torch.arange(n * d, dtype=torch.int64).reshape(1, 1, n, d).remainder(50).to(torch.int8) - 20
+    table = _table(lambda dist: (2, 2, 1)[dist] if dist < 3 else 0)
+    s_mult, s_shift, s_zp = 2**30, 30, 0  # score = accumulator (exact)
+    o_mult, o_shift, o_zp = 1, 10, 0
+    args = (q, k, v, 0, s_mult, s_shift, s_zp, table, o_mult, o_shift, o_zp)
+    expected = torch.tensor(oracle.attention(_ints(q[0, 0]), _ints(k[0, 0]), _ints(v[0, 0]), 0, s_mult, s_shift, s_zp,
+                                             _ints(table), o_mult, o_shift, o_zp), dtype=torch.int8)
+    codes = oracle.lis_codes([2, 2, 1, 0, 0])
+    assert codes[:3] == [1, 1, 2], codes  # round(2.5) = 2 -> code 1; round(5) = 5 -> code 2
+    got = backend.run("int_attention", *args)
+    testing.assert_equal(got, expected.reshape(got.shape), f"int_attention on {backend.name}")

@@ -53,8 +53,10 @@ def _root_and_reciprocal(scaled):
     (anything for rows masked afterwards), from float64 ``sqrt``/``div`` rounded to nearest plus an
     exact integer correction: the float results are within one of the true floors (the operands
     have at most 62 bits, the relative errors 2**-53), and one step each way fixes them; the
-    squares and products stay below 2**62 + 2**32. About 20 instructions per row instead of a
-    31-step root and a 64-bit division."""
+    squares and products stay below 2**62 + 2**32. (Only the downward steps are ever taken with
+    IEEE sqrt/div: rounding ``scaled`` to a double moves its root by at most 2**-24, under half the
+    spacing of doubles near it; the upward ones are a safeguard for three instructions per row.)
+    About 20 instructions per row instead of a 31-step root and a 64-bit division."""
     root = tl.sqrt(scaled.to(tl.float64)).to(tl.int64)
     root = tl.where(root * root > scaled, root - 1, root)
     root = tl.where((root + 1) * (root + 1) <= scaled, root + 1, root)
