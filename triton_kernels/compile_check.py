@@ -26,8 +26,13 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ._common import interpreting
+from .static_report import wgmma_s8_count
 
 _I8, _U8, _I32, _I64 = "*i8", "*u8", "*i32", "*i64"
+# Pointer argument types of the GEMM and int_attention kernels (the other arguments are i32).
+_GEMM_PTRS = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
+                  table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+_ATTENTION_PTRS = dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64)
 
 
 def _signature(fn, pointer_types: Dict[str, str], constexprs: Dict[str, object]) -> Dict[str, str]:
@@ -44,8 +49,7 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
     """(label, kernel, pointer types, constexprs, num_warps, num_stages) per compile."""
     from . import attention, attn_v, gemm, layernorm, softmax
 
-    gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
-                     table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+    gemm_ptrs = _GEMM_PTRS
     for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
         candidates = gemm.configs_for(epilogue)
         for cfg in candidates if all_configs else candidates[:1]:
@@ -94,14 +98,9 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
             yield (f"int_attention{' fast' if fast else ''} D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
                    f"w{cfg.num_warps}",
                    attention._int_attention_kernel,
-                   dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64), consts,
+                   _ATTENTION_PTRS, consts,
                    cfg.num_warps,
                    cfg.num_stages)
-
-
-def wgmma_s8_count(ptx: str) -> int:
-    """Number of ``wgmma.mma_async`` instructions with s8 operands in ``ptx``."""
-    return sum(1 for line in ptx.splitlines() if "wgmma.mma_async" in line and ".s8" in line)
 
 
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
@@ -154,9 +153,7 @@ def _report_jobs(all_configs: bool, general: bool):
     from .static_report import Job
 
     v = _VIT_B
-    m = v["batch"] * v["tokens"]
-    gemm_ptrs = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
-                     table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+    gemm_ptrs = _GEMM_PTRS
     # Triton specialises integer arguments equal to 1 as constants and marks pointers and integers
     # divisible by 16 at launch; the unit strides and the divisible sizes of these shapes:
     unit = dict(stride_ak=1, stride_bk=1, stride_on=1, stride_rn=1)
@@ -175,7 +172,7 @@ def _report_jobs(all_configs: bool, general: bool):
                          f"w{cfg.num_warps} s{cfg.num_stages}")
                 yield Job(label, gemm._gemm_kernel, sig, consts, divisible, cfg.num_warps, cfg.num_stages, "gemm",
                           kw["BLOCK_M"] * kw["BLOCK_N"])
-    att_ptrs = dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64)
+    att_ptrs = _ATTENTION_PTRS
     att_div = list(att_ptrs) + ["D", "stride_qb", "stride_qh", "stride_qn", "stride_kb", "stride_kh", "stride_kn",
                                 "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on"]
     for cfg, fast in ((c, f) for f in ((True, False) if general else (True,))

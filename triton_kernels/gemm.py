@@ -45,11 +45,11 @@ def _config(bm, bn, bk, warps, stages):
                          num_stages=stages)
 
 
+_WIDE_TILES = [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
+               _config(128, 256, 64, 8, 3)]
 _EPILOGUE_CONFIGS = {
-    EPILOGUE_INT32: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
-                     _config(128, 256, 64, 8, 3)],
-    EPILOGUE_PLAIN: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
-                     _config(128, 256, 64, 8, 3)],
+    EPILOGUE_INT32: _WIDE_TILES,
+    EPILOGUE_PLAIN: _WIDE_TILES,
     EPILOGUE_GELU: [_config(64, 128, 128, 8, 3), _config(64, 64, 128, 4, 4)],
     EPILOGUE_RESIDUAL: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
                         _config(64, 128, 128, 8, 3)],

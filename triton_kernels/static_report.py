@@ -141,6 +141,11 @@ def _hot_per_element(job: Job, sass: Sass) -> float:
     return sass.count() / per_thread
 
 
+def wgmma_s8_count(ptx: str) -> int:
+    """Number of ``wgmma.mma_async`` instructions with s8 operands in ``ptx``."""
+    return sum(1 for line in ptx.splitlines() if "wgmma.mma_async" in line and ".s8" in line)
+
+
 def compile_job(job: Job, arch: int = 90) -> Report:
     names = list(job.fn.arg_names)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in job.divisible}
@@ -155,7 +160,7 @@ def compile_job(job: Job, arch: int = 90) -> Report:
         return Report(job, False, f"{type(cause).__name__}: {str(cause)[-300:]}")
     facts, sass = cubin_facts(compiled.asm["cubin"])
     shared = int(getattr(compiled.metadata, "shared", 0) or 0) + max(facts["static_shared"], 0)
-    wgmma = sum(1 for line in compiled.asm["ptx"].splitlines() if "wgmma.mma_async" in line and ".s8" in line)
+    wgmma = wgmma_s8_count(compiled.asm["ptx"])
     return Report(job, True, "", facts["regs"], max(facts["stack"], facts["local"]), shared, wgmma,
                   _hot_per_element(job, sass), sass.count())
 
