@@ -140,15 +140,18 @@ def positive_finite(name: str, t: torch.Tensor) -> None:
 _FACTS = WeakIdKeyDictionary()
 
 
-def cached_fact(t: torch.Tensor, key, compute) -> Optional[bool]:
+def cached_fact(t: torch.Tensor, key, compute, also=()) -> Optional[bool]:
     """``compute()`` (a bool read from ``t``'s values), remembered per tensor until ``t`` changes.
+    A fact that also reads other tensors names them in ``also``: their fingerprints join the key.
 
     Returns ``None`` when the values cannot be read now without harm: fake/meta tensors, and CUDA
     graph capture of a tensor not seen before (a read would synchronise inside the capture). The
     caller then takes its general path, which is exact for any value.
     """
-    if not _readable(t):
+    if not all(_readable(u) for u in (t, *also)):
         return None
+    if also:
+        key = (key, *(_fingerprint(u) for u in also))
     fingerprint = _fingerprint(t)
     entry = _FACTS.get(t)
     if entry is not None and entry[0] == fingerprint and key in entry[1]:

@@ -107,9 +107,11 @@ def ptf_layernorm(x, zp, alpha, wmult, bias, shift, out_zp, variance_offset=0) -
     return out
 
 
-def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp, max_n: int = 31) -> List[List[int]]:
+def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp, max_n: int = 31,
+                         mean_toward_zero: bool = False) -> List[List[int]]:
     """FQ-ViT's dyadic LayerNorm (reference.ptf_layernorm_dyadic's docstring), scalar Python.
-    ``max_n`` other than 31 gives a deliberately wrong variant, for tests that must tell them apart."""
+    ``max_n`` other than 31, or ``mean_toward_zero``, give deliberately wrong variants, for tests that
+    must tell them apart."""
     c = len(alpha)
     out = []
     for row in x:
@@ -125,6 +127,8 @@ def ptf_layernorm_dyadic(x, zp, alpha, gm, gs, beta, out_zp, max_n: int = 31) ->
         sh = c_inv.bit_length() - 32
         rho = c_inv >> sh
         mean = (s1 << 20) // c  # floor division: floor for negative sums too
+        if mean_toward_zero and s1 < 0:
+            mean = -((-s1 << 20) // c)
         out_row = []
         for xc, g, gshift, b in zip(xs, gm, gs, beta):
             sign = -1 if g < 0 else 1

@@ -204,7 +204,7 @@ def test_round_half_even_by_one_addition_matches_the_reference(gen):
 
 
 @pytest.mark.parametrize("dyadic", [False, True])
-@pytest.mark.parametrize("m,c", [(1, 8), (7, 80), (20, 768)])
+@pytest.mark.parametrize("m,c", [(1, 8), (4, 1), (7, 80), (5, 200), (3, 384), (20, 768), (2, 1280)])
 def test_layernorm_fast_and_general_paths_agree(dyadic, m, c, gen):
     case = (testing.layernorm_dyadic_case if dyadic else testing.layernorm_case)(m, c, gen)
     launcher = layernorm.ptf_layernorm_dyadic if dyadic else layernorm.ptf_layernorm
@@ -215,6 +215,76 @@ def test_layernorm_fast_and_general_paths_agree(dyadic, m, c, gen):
     for fast in (True, False):
         with force_paths(fast):
             testing.assert_equal(launcher(*case.to(DEVICE).args).cpu(), expected, f"{case.name} fast={fast}")
+
+
+@pytest.mark.parametrize("channels,chunk,n_chunks", [(768, 256, 3), (384, 128, 3), (192, 64, 3), (1280, 256, 5),
+                                                    (8, 8, 1), (1, 1, 1), (80, 128, 1), (200, 256, 1),
+                                                    (96, 128, 1), (8192, 256, 32)])
+def test_layernorm_chunks_cover_each_row_once(channels, chunk, n_chunks):
+    got = layernorm.chunked_config(channels)[:2]
+    assert got == (chunk, n_chunks)
+    assert (n_chunks - 1) * chunk < channels <= n_chunks * chunk
+
+
+@pytest.mark.parametrize("c", [2, 768, layernorm.MAX_FAST_CHANNELS, layernorm.MAX_FAST_CHANNELS + 1])
+def test_layernorm_extreme_row_at_the_int32_bound(c):
+    """One channel at +127, every other at -128: that channel sits sqrt(C - 1) standard deviations
+    from the mean, the largest normalised value a row can have (|z| = sqrt(C - 1) * 2**24, just
+    below 2**31 at C = 8192, the widest row the fast kernel takes). Unit gain at several output
+    scales keeps the output in range, so the int32 clamp decides nothing."""
+    x = torch.full((3, c), -128, dtype=torch.int8)
+    x[0, 0] = 127
+    x[1, c - 1] = 127
+    x[2, c // 2] = 127
+    alpha = torch.zeros(c, dtype=torch.int32)
+    gamma = torch.linspace(0.5, 1.5, c, dtype=torch.float64)
+    beta = torch.linspace(-1.0, 1.0, c, dtype=torch.float64)
+    for out_scale in (0.5, 1.0, 4.0):
+        wm, bias, shift = params.layernorm_params(gamma, beta, out_scale)
+        args = (x, 0, alpha, wm, bias, shift, 0)
+        expected = ref.ptf_layernorm(*args)
+        assert layernorm.affine_fits_int32(c, wm, bias, shift)
+        for fast in (True, False):
+            with force_paths(fast):
+                got = layernorm.ptf_layernorm(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
+            testing.assert_equal(got.cpu(), expected, f"C={c} out_scale={out_scale} fast={fast}")
+
+
+def test_layernorm_affine_outside_int32_is_clamped_in_int64(gen):
+    """Biases near 2**60 with shift 1 (inside the op's limits) overflow an int32 clamp: the host check
+    must send them to the int64 clamp, and both must agree with the reference."""
+    case = testing.layernorm_case(6, 96, gen)
+    args = list(case.args)
+    assert layernorm.affine_fits_int32(96, args[3], args[4], args[5])
+    bias, shift = args[4].clone(), args[5].clone()
+    bias[5], shift[5] = 2**60, 1
+    bias[17], shift[17] = -(2**60), 1
+    args[4], args[5] = bias, shift
+    assert not layernorm.affine_fits_int32(96, args[3], bias, shift)
+    with force_paths(True):
+        got = layernorm.ptf_layernorm(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
+    expected = ref.ptf_layernorm(*args)
+    testing.assert_equal(got.cpu(), expected)
+    assert (expected[:, 5] == 127).all() and (expected[:, 17] == -128).all()
+
+
+def test_layernorm_affine_just_beyond_int32_is_clamped_in_int64():
+    """The int32 clamp's bound is tight: an outlier channel (sqrt(95) standard deviations from its
+    row mean) with the largest gain and shift 27 reaches about 2**31.3 before the clamp: an int32
+    clamp would wrap it negative; the reference saturates it at 127."""
+    c = 96
+    x = torch.full((2, c), -100, dtype=torch.int8)
+    x[:, 3] = 120
+    alpha = torch.zeros(c, dtype=torch.int32)
+    wm, bias, shift = params.layernorm_params(torch.ones(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 1.0)
+    wm[3], bias[3], shift[3] = 2**31 - 1, 0, 27
+    args = (x, 0, alpha, wm, bias, shift, 0)
+    assert not layernorm.affine_fits_int32(c, wm, bias, shift)
+    expected = ref.ptf_layernorm(*args)
+    assert (expected[:, 3] == 127).all()
+    with force_paths(True):
+        got = layernorm.ptf_layernorm(*[a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args])
+    testing.assert_equal(got.cpu(), expected)
 
 
 def test_dyadic_layernorm_with_unnormalised_gains_takes_the_general_path(gen):

@@ -32,6 +32,8 @@ _I8, _U8, _I32, _I64 = "*i8", "*u8", "*i32", "*i64"
 # Pointer argument types of the GEMM and int_attention kernels (the other arguments are i32).
 _GEMM_PTRS = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
                   table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
+_LN_PTRS = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32)
+_DYADIC_PTRS = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64)
 _ATTENTION_PTRS = dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64)
 
 
@@ -66,11 +68,19 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
         for fast in (False, True):
             tag = " fast" if fast else ""
             yield (f"ptf_layernorm{tag} C={channels}", layernorm._ptf_layernorm_kernel,
-                   dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32),
-                   dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast), warps, 3)
+                   _LN_PTRS, dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast), warps, 3)
             yield (f"ptf_layernorm_dyadic{tag} C={channels}", layernorm._ptf_layernorm_dyadic_kernel,
-                   dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64),
-                   dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
+                   _DYADIC_PTRS, dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
+
+    for channels in (1, 200, 768, layernorm.MAX_FAST_CHANNELS):
+        chunk, n_chunks, rows, warps = layernorm.chunked_config(channels)
+        shape = dict(ROWS=rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=channels % chunk == 0, OFFSETS_64=channels == 1)
+        for affine_32 in (True, False):
+            yield (f"ptf_layernorm chunked C={channels}{' affine32' if affine_32 else ''}",
+                   layernorm._ptf_layernorm_chunked_kernel, _LN_PTRS,
+                   dict(shape, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, AFFINE_32=affine_32), warps, 3)
+        yield (f"ptf_layernorm_dyadic chunked C={channels}", layernorm._ptf_layernorm_dyadic_chunked_kernel,
+               _DYADIC_PTRS, dict(shape, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
 
     for length in (7, 197, 4096):
         block_l, rows, warps = softmax.launch_config(length)
@@ -105,6 +115,8 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
 
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
 QUICK = ("gemm epilogue=2", "gemm epilogue=3", "gemm epilogue=2 fast", "gemm epilogue=3 fast", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "ptf_layernorm fast C=768",
+         "ptf_layernorm chunked C=768 affine32", "ptf_layernorm chunked C=200", "ptf_layernorm_dyadic chunked C=200",
+         "ptf_layernorm_dyadic chunked C=768",
          "ptf_layernorm_dyadic fast C=768", "log_int_softmax L=197", "lis_codes_check",
          "log_attn_v D=80", "attention_scores D=80", "int_attention D=32 ", "int_attention D=80 ", "int_attention fast D=32 ",
          "int_attention fast D=80 ")
@@ -186,18 +198,32 @@ def _report_jobs(all_configs: bool, general: bool):
                   "attention", kw["BLOCK_M"] * kw["BLOCK_N"])
     block_c, rows, warps = layernorm.launch_config(v["dim"])
     ln_div = ["x_ptr", "out_ptr", "alpha_ptr", "M", "C"]
+    chunk, n_chunks, c_rows, c_warps = layernorm.chunked_config(v["dim"])
     for fast in (True, False) if general else (True,):
         tag = "fast" if fast else "general"
-        consts = dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast)
-        ptrs = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32)
-        yield Job(f"ptf_layernorm {tag} C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_kernel,
-                  _signature(layernorm._ptf_layernorm_kernel, ptrs, consts), consts, ln_div + list(ptrs), warps, 3,
-                  "layernorm", rows * v["dim"])
-        consts = dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS)
-        ptrs = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64)
-        yield Job(f"ptf_layernorm_dyadic {tag} C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_dyadic_kernel,
-                  _signature(layernorm._ptf_layernorm_dyadic_kernel, ptrs, consts), consts, ln_div + list(ptrs),
-                  warps, 3, "layernorm", rows * v["dim"])
+        ptrs = _LN_PTRS
+        if fast:  # the chunked int32 kernel, with the int32 clamp that LayerNorm parameters take
+            consts = dict(ROWS=c_rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=True,
+                          NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, OFFSETS_64=False, AFFINE_32=True)
+            yield Job(f"ptf_layernorm fast C=768 rows={c_rows} w{c_warps}", layernorm._ptf_layernorm_chunked_kernel,
+                      _signature(layernorm._ptf_layernorm_chunked_kernel, ptrs, consts), consts, ln_div + list(ptrs),
+                      c_warps, 3, "layernorm", c_rows * v["dim"])
+        else:
+            consts = dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=False)
+            yield Job(f"ptf_layernorm general C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_kernel,
+                      _signature(layernorm._ptf_layernorm_kernel, ptrs, consts), consts, ln_div + list(ptrs), warps, 3,
+                      "layernorm", rows * v["dim"])
+        ptrs = _DYADIC_PTRS
+        if fast:
+            consts = dict(ROWS=c_rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=True, OFFSETS_64=False,
+                          **layernorm.DYADIC_CONSTEXPRS)
+            kernel, k_rows, k_warps = layernorm._ptf_layernorm_dyadic_chunked_kernel, c_rows, c_warps
+        else:
+            consts = dict(ROWS=rows, BLOCK_C=block_c, FAST=False, **layernorm.DYADIC_CONSTEXPRS)
+            kernel, k_rows, k_warps = layernorm._ptf_layernorm_dyadic_kernel, rows, warps
+        yield Job(f"ptf_layernorm_dyadic {tag} C=768 rows={k_rows} w{k_warps}", kernel,
+                  _signature(kernel, ptrs, consts), consts, ln_div + list(ptrs), k_warps, 3, "layernorm",
+                  k_rows * v["dim"])
 
 
 def report(arch: int = 90, all_configs: bool = True, general: bool = False, only=None):

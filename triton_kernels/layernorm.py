@@ -15,6 +15,8 @@ factor, round-half-even at ``2**16`` and ``2**N``), all in int64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -119,6 +121,176 @@ def _ptf_layernorm_kernel(
 
 
 @triton.jit
+def _load_cols(ptr, ch, col_ok, other, EVEN_C: tl.constexpr):
+    """One chunk of a per-channel parameter."""
+    if EVEN_C:
+        return tl.load(ptr + ch)
+    return tl.load(ptr + ch, mask=col_ok, other=other)
+
+
+@triton.jit
+def _load_chunk(x_ptr, alpha_ptr, row_offs, row_ok, chunk, C, input_zero_point, CHUNK: tl.constexpr,
+                EVEN_C: tl.constexpr, ZERO_MASKED: tl.constexpr):
+    """Chunk ``chunk`` of the rows: ``X = (x - zp) << alpha`` in int32 (``|X| <= 2040``), its
+    store mask, channels and channel mask; ``ZERO_MASKED``: X = 0 outside the mask (for sums)."""
+    ch = chunk * CHUNK + tl.arange(0, CHUNK)
+    col_ok = ch < C
+    if EVEN_C:
+        mask = row_ok[:, None]
+    else:
+        mask = row_ok[:, None] & col_ok[None, :]
+    alpha = tl.minimum(tl.maximum(_load_cols(alpha_ptr, ch, col_ok, 0, EVEN_C), 0), 3)
+    x = tl.load(x_ptr + row_offs + ch[None, :], mask=mask, other=0).to(tl.int32)
+    centered = (x - input_zero_point) << alpha[None, :]
+    if ZERO_MASKED:
+        centered = tl.where(mask, centered, 0)
+    return centered, mask, ch, col_ok
+
+
+@triton.jit
+def _chunked_rows(x_ptr, alpha_ptr, M, C, input_zero_point, ROWS: tl.constexpr, CHUNK: tl.constexpr,
+                  N_CHUNKS: tl.constexpr, EVEN_C: tl.constexpr, OFFSETS_64: tl.constexpr):
+    """This program's rows: offsets, validity, ``S1`` (int32, ``|S1| <= C * 2040``) and
+    ``C*S2 - S1**2`` (int64; each chunk's ``sum X**2 <= 256 * 2040**2 < 2**31`` in int32)."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < M
+    if OFFSETS_64:
+        row_offs = rows.to(tl.int64)[:, None] * C
+    else:
+        row_offs = rows[:, None] * C  # M * C < 2**31 (the launcher's choice)
+    sum1 = tl.zeros((ROWS,), tl.int32)
+    sum2 = tl.zeros((ROWS,), tl.int64)
+    for chunk in tl.static_range(N_CHUNKS):
+        centered, mask, ch, col_ok = _load_chunk(x_ptr, alpha_ptr, row_offs, row_ok, chunk, C, input_zero_point,
+                                                 CHUNK, EVEN_C, True)
+        sum1 += tl.sum(centered, axis=1)
+        sum2 += tl.sum(centered * centered, axis=1).to(tl.int64)
+    var_num = sum2 * C - sum1.to(tl.int64) * sum1.to(tl.int64)
+    return row_offs, row_ok, sum1, var_num
+
+
+@triton.jit
+def _ptf_layernorm_chunked_kernel(
+    x_ptr, out_ptr, alpha_ptr, wmult_ptr, bias_ptr, shift_ptr,
+    M, C, input_zero_point, output_zero_point, variance_offset,
+    ROWS: tl.constexpr, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, EVEN_C: tl.constexpr,
+    NORM_FRAC_BITS: tl.constexpr, OFFSETS_64: tl.constexpr, AFFINE_32: tl.constexpr,
+):
+    """The fast path of ``ptf_layernorm`` (``C <= MAX_FAST_CHANNELS``): the rows read in
+    ``N_CHUNKS`` chunks of ``CHUNK`` channels (no padding to a power of two; masks only when
+    ``EVEN_C`` is false), twice (statistics, then output; the second read hits the cache), with
+    32-bit integers per element wherever the values fit:
+
+    * ``X``, ``S1`` and the chunk sums of squares in int32 (:func:`_chunked_rows`).
+    * ``D = C*X - S1`` in int32 (``|D| <= 2 * C * 2040``).
+    * ``D * reciprocal`` with ``reciprocal`` in ``(2**31, 2**32]`` as ``(D << 32) - D * r2``,
+      ``r2 = 2**32 - reciprocal`` in ``[0, 2**31)``: one 32 x 32 -> 64-bit multiply.
+    * ``z = round_shift(D * reciprocal, 62 - F - p)`` fits int32: ``|z| <= sqrt(C - 1) * 2**F``
+      (no value deviates from its row mean by more than ``sqrt(C - 1)`` standard deviations)
+      ``< 2**31`` for ``C <= 8192`` and ``F = 24``.
+    * the affine ``z * wmult + bias`` stays int64 as in the reference (shifts are 25-28 in
+      practice, too small for a high-half multiply), with ``2**(shift - 1)`` added to ``bias``
+      once per channel and chunk, shared by the ``ROWS`` rows; the shifted value is clamped in
+      int32 when :func:`affine_fits_int32` holds, in int64 otherwise.
+    The row root and reciprocal come from :func:`_root_and_reciprocal` (exact)."""
+    row_offs, row_ok, sum1, var_num = _chunked_rows(x_ptr, alpha_ptr, M, C, input_zero_point, ROWS, CHUNK,
+                                                    N_CHUNKS, EVEN_C, OFFSETS_64)
+    var_num += variance_offset
+    nonzero = var_num > 0
+    p = tl.where(nonzero, (62 - bit_length(var_num)) >> 1, 0)
+    root, reciprocal = _root_and_reciprocal(var_num << (2 * p))
+    # A zero row (all X equal, no epsilon) has D == 0 everywhere: any r2 gives z == 0.
+    r2 = ((1 << 32) - reciprocal).to(tl.int32)
+    norm_shift = (62 - NORM_FRAC_BITS - p).to(tl.int64)
+    norm_half = tl.full((ROWS,), 1, tl.int64) << (norm_shift - 1)
+    for chunk in tl.static_range(N_CHUNKS):
+        centered, mask, ch, col_ok = _load_chunk(x_ptr, alpha_ptr, row_offs, row_ok, chunk, C, input_zero_point,
+                                                 CHUNK, EVEN_C, False)
+        wmult = _load_cols(wmult_ptr, ch, col_ok, 0, EVEN_C)
+        bias = _load_cols(bias_ptr, ch, col_ok, 0, EVEN_C)
+        shift = tl.minimum(tl.maximum(_load_cols(shift_ptr, ch, col_ok, 1, EVEN_C), 1), 63).to(tl.int64)
+        bias_half = bias + (tl.full(shift.shape, 1, tl.int64) << (shift - 1))
+        wide = (C * centered - sum1[:, None]).to(tl.int64)
+        product = (wide << 32) - wide * r2[:, None].to(tl.int64)
+        norm = ((product + norm_half[:, None]) >> norm_shift[:, None]).to(tl.int32)
+        affine = norm.to(tl.int64) * wmult[None, :].to(tl.int64) + bias_half[None, :]
+        if AFFINE_32:  # every channel's (|z| * |wmult| + |bias|) >> shift below 2**31 - 256 (host check)
+            out = (affine >> shift[None, :]).to(tl.int32) + output_zero_point
+        else:  # the op's full ranges (shifts from 1, biases to 2**60): clamp in int64
+            out = (affine >> shift[None, :]) + output_zero_point
+        out = tl.minimum(tl.maximum(out, -128), 127).to(tl.int8)
+        tl.store(out_ptr + row_offs + ch[None, :], out, mask=mask)
+
+
+@triton.jit
+def _dyadic_elements(centered, gm, gs, beta, e0, rho, mean, nonzero, A_FRAC: tl.constexpr,
+                     MEAN_FRAC: tl.constexpr, B_FRAC: tl.constexpr, BETA_FRAC: tl.constexpr):
+    """The fast per-element part of ``ptf_layernorm_dyadic`` (``y`` before the zero point) for
+    int32 ``centered [ROWS, CHUNK]``, per-channel ``gm``, ``gs``, ``beta`` and per-row ``e0``,
+    ``rho``, ``mean``, ``nonzero``. The exponents are int32; ``|gm|`` in {0} U [2**30, 2**31)
+    (checked on the host) and ``rho`` in [2**31, 2**32), so a nonzero product has 62 or 63 bits
+    (its bit length is one compare) and comes from one 32 x 32 -> 64-bit multiply;
+    ``a_fixed < 2**32`` times ``|mean| < 2**31`` likewise."""
+    constant = round_half_even_shift_add(beta, tl.full(beta.shape, BETA_FRAC, tl.int32))
+    e = (e0.to(tl.int32))[:, None] - gs[None, :]
+    prod = (tl.abs(gm).to(tl.uint32).to(tl.uint64)[None, :] * rho.to(tl.uint32).to(tl.uint64)[:, None]).to(tl.int64)
+    log2_a = tl.where(prod > 0, 61 + (prod >> 62).to(tl.int32) + e, -(1 << 20))
+    n = tl.minimum(tl.maximum(7 - log2_a, 0), 31)
+    m = tl.where(log2_a > 7, 255, (prod >> tl.minimum(tl.maximum(-(e + n), 0), 63)).to(tl.int32))
+    frac = A_FRAC - tl.maximum(log2_a - 7, 0)
+    a_fixed = (prod >> tl.minimum(tl.maximum(-(e + n) - frac, 0), 63)).to(tl.uint32)
+    negative_mean = mean < 0
+    magnitude = (a_fixed.to(tl.uint64) * tl.abs(mean).to(tl.uint32).to(tl.uint64)[:, None]).to(tl.int64)
+    signed = tl.where((gm < 0)[None, :] != negative_mean[:, None], -magnitude, magnitude)
+    mean_term = signed >> tl.minimum(tl.maximum(frac + MEAN_FRAC - B_FRAC, 0), 63)
+    beta_term = beta[None, :] >> (BETA_FRAC - B_FRAC - n)
+    b = round_half_even_shift_add(beta_term - mean_term, tl.full(prod.shape, B_FRAC, tl.int32))
+    mx = tl.where(gm < 0, -1, 1)[None, :] * m * centered.to(tl.int32)  # |.| < 2**19
+    y = round_half_even_shift_add(mx + b, n)
+    return tl.where(nonzero[:, None], y, constant[None, :])
+
+
+@triton.jit
+def _dyadic_row_factors(sum1, var_num, C, MEAN_FRAC: tl.constexpr):
+    """Per row of ``ptf_layernorm_dyadic``: ``nonzero``, ``rho = C / sqrt(V)`` normalised to 32
+    bits, its exponent ``e0`` and the mean of X with ``MEAN_FRAC`` fraction bits."""
+    nonzero = var_num > 0
+    p = tl.where(nonzero, (62 - bit_length(var_num)) >> 1, 0)
+    root, reciprocal = _root_and_reciprocal(var_num << (2 * p))
+    c_inv = tl.where(nonzero, reciprocal, 0) * C
+    sh = tl.where(nonzero, bit_length(c_inv) - 32, 0)
+    rho = c_inv >> sh
+    e0 = sh + p - 62
+    mean = floor_div(sum1.to(tl.int64) << MEAN_FRAC, C)
+    return nonzero, rho, e0, mean
+
+
+@triton.jit
+def _ptf_layernorm_dyadic_chunked_kernel(
+    x_ptr, out_ptr, alpha_ptr, gmult_ptr, gshift_ptr, beta_ptr,
+    M, C, input_zero_point, output_zero_point,
+    ROWS: tl.constexpr, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, EVEN_C: tl.constexpr,
+    OFFSETS_64: tl.constexpr, A_FRAC: tl.constexpr, MEAN_FRAC: tl.constexpr,
+    B_FRAC: tl.constexpr, BETA_FRAC: tl.constexpr,
+):
+    """The fast path of ``ptf_layernorm_dyadic`` (normalised gains, ``C <= MAX_FAST_CHANNELS``):
+    the chunked row statistics of :func:`_ptf_layernorm_chunked_kernel`, then
+    :func:`_dyadic_elements` chunk by chunk."""
+    row_offs, row_ok, sum1, var_num = _chunked_rows(x_ptr, alpha_ptr, M, C, input_zero_point, ROWS, CHUNK,
+                                                    N_CHUNKS, EVEN_C, OFFSETS_64)
+    nonzero, rho, e0, mean = _dyadic_row_factors(sum1, var_num, C, MEAN_FRAC)
+    for chunk in tl.static_range(N_CHUNKS):
+        centered, mask, ch, col_ok = _load_chunk(x_ptr, alpha_ptr, row_offs, row_ok, chunk, C, input_zero_point,
+                                                 CHUNK, EVEN_C, False)
+        gm = _load_cols(gmult_ptr, ch, col_ok, 0, EVEN_C)
+        gs = _load_cols(gshift_ptr, ch, col_ok, 31, EVEN_C)
+        beta = _load_cols(beta_ptr, ch, col_ok, 0, EVEN_C)
+        y = _dyadic_elements(centered, gm, gs, beta, e0, rho, mean, nonzero, A_FRAC, MEAN_FRAC, B_FRAC, BETA_FRAC)
+        out = tl.minimum(tl.maximum(y + output_zero_point, -128), 127).to(tl.int8)
+        tl.store(out_ptr + row_offs + ch[None, :], out, mask=mask)
+
+
+@triton.jit
 def _ptf_layernorm_dyadic_kernel(
     x_ptr, out_ptr, alpha_ptr, gmult_ptr, gshift_ptr, beta_ptr,
     M, C, input_zero_point, output_zero_point,
@@ -138,27 +310,8 @@ def _ptf_layernorm_dyadic_kernel(
     gs = tl.load(gshift_ptr + cols, mask=col_ok, other=31)
     beta = tl.load(beta_ptr + cols, mask=col_ok, other=0)
     if FAST:
-        # Per channel: the zero-variance constant. Per element: the exponents in int32; |gm| in
-        # {0} U [2**30, 2**31) (checked on the host) and rho in [2**31, 2**32), so a nonzero
-        # product has 62 or 63 bits (its bit length is one compare) and comes from one 32 x 32 ->
-        # 64-bit multiply; ``a_fixed < 2**32`` times ``|mean| < 2**31`` likewise.
-        constant = round_half_even_shift_add(beta, tl.full(beta.shape, BETA_FRAC, tl.int32))
-        e = (e0.to(tl.int32))[:, None] - gs[None, :]
-        prod = (tl.abs(gm).to(tl.uint32).to(tl.uint64)[None, :] * rho.to(tl.uint32).to(tl.uint64)[:, None]).to(tl.int64)
-        log2_a = tl.where(prod > 0, 61 + (prod >> 62).to(tl.int32) + e, -(1 << 20))
-        n = tl.minimum(tl.maximum(7 - log2_a, 0), 31)
-        m = tl.where(log2_a > 7, 255, (prod >> tl.minimum(tl.maximum(-(e + n), 0), 63)).to(tl.int32))
-        frac = A_FRAC - tl.maximum(log2_a - 7, 0)
-        a_fixed = (prod >> tl.minimum(tl.maximum(-(e + n) - frac, 0), 63)).to(tl.uint32)
-        negative_mean = mean < 0
-        magnitude = (a_fixed.to(tl.uint64) * tl.abs(mean).to(tl.uint32).to(tl.uint64)[:, None]).to(tl.int64)
-        signed = tl.where((gm < 0)[None, :] != negative_mean[:, None], -magnitude, magnitude)
-        mean_term = signed >> tl.minimum(tl.maximum(frac + MEAN_FRAC - B_FRAC, 0), 63)
-        beta_term = beta[None, :] >> (BETA_FRAC - B_FRAC - n)
-        b = round_half_even_shift_add(beta_term - mean_term, tl.full(prod.shape, B_FRAC, tl.int32))
-        mx = tl.where(gm < 0, -1, 1)[None, :] * m * centered.to(tl.int32)  # |.| < 2**19
-        y = round_half_even_shift_add(mx + b, n)
-        y = tl.where(nonzero[:, None], y, constant[None, :])
+        y = _dyadic_elements(centered.to(tl.int32), gm, gs, beta, e0, rho, mean, nonzero, A_FRAC, MEAN_FRAC,
+                             B_FRAC, BETA_FRAC)
     else:
         gm = gm.to(tl.int64)
         gs = gs.to(tl.int64)
@@ -189,6 +342,39 @@ def fast_dyadic(gamma_multiplier: torch.Tensor) -> bool:
     return bool(_checks.cached_fact(g, "normalised", lambda: bool(((g == 0) | (g.abs() >= 2**30)).all())))
 
 
+#: Widest rows the fast ``ptf_layernorm`` takes: its normalised values ``|z| <= sqrt(C - 1) * 2**24``
+#: fit int32 (see :func:`_ptf_layernorm_chunked_kernel`); wider rows take the int64 kernel.
+MAX_FAST_CHANNELS = 8192
+
+
+def affine_fits_int32(channels: int, weight_multiplier: torch.Tensor, bias: torch.Tensor,
+                      shift: torch.Tensor) -> bool:
+    """Whether ``(z * wmult + bias + 2**(shift-1)) >> shift`` fits int32 with room for the zero
+    point for every channel and every ``|z| <= sqrt(C - 1) * 2**24`` (read once per tensor set and
+    remembered); parameters from :func:`fqvit_kernels.params.layernorm_params` give values near
+    the int8 range."""
+    z_max = (2 ** LN_NORM_FRAC_BITS) * (math.isqrt(max(channels - 1, 0)) + 1)
+
+    def compute():
+        s = shift.to(torch.int64).clamp(1, 63)
+        top = z_max * weight_multiplier.to(torch.int64).abs() + bias.to(torch.int64).abs() + (1 << s - 1)
+        return bool(((top >> s) + 1 < 2**31 - 256).all())
+
+    return bool(_checks.cached_fact(weight_multiplier, ("int32 affine", channels), compute, also=(bias, shift)))
+
+
+def chunked_config(channels: int):
+    """``(CHUNK, N_CHUNKS, ROWS, num_warps)`` of the fast kernel: the widest power-of-two chunk
+    up to 256 that divides ``channels`` if it is at least 64 wide (no masks), else 256-wide chunks
+    (or one power-of-two chunk for narrow rows) with the tail masked."""
+    chunk = min(256, channels & -channels)
+    if chunk < 64 and chunk != channels:
+        chunk = min(256, pow2_at_least(channels, 16))
+    if interpreting():
+        return chunk, triton.cdiv(channels, chunk), 16, 4
+    return chunk, triton.cdiv(channels, chunk), 8, 4
+
+
 def launch_config(channels: int):
     """``(BLOCK_C, ROWS, num_warps)`` for rows of ``channels`` int8 values."""
     block_c = pow2_at_least(channels, 16)
@@ -207,8 +393,19 @@ def ptf_layernorm(x: torch.Tensor, input_zero_point: int, ptf_alpha: torch.Tenso
     out = torch.empty_like(x)
     if m == 0:
         return out
-    block_c, rows, num_warps = launch_config(c)
     ptf_alpha, weight_multiplier, bias, shift = (t.contiguous() for t in (ptf_alpha, weight_multiplier, bias, shift))
+    if fast_paths_allowed() and c <= MAX_FAST_CHANNELS:
+        chunk, n_chunks, rows, num_warps = chunked_config(c)
+        with device_guard(x):
+            _ptf_layernorm_chunked_kernel[(triton.cdiv(m, rows),)](
+                x, out, ptf_alpha, weight_multiplier, bias, shift, m, c,
+                int(input_zero_point), int(output_zero_point), int(variance_offset),
+                ROWS=rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=c % chunk == 0,
+                NORM_FRAC_BITS=LN_NORM_FRAC_BITS, OFFSETS_64=(m + rows) * c >= 2**31,
+                AFFINE_32=affine_fits_int32(c, weight_multiplier, bias, shift), num_warps=num_warps,
+            )
+        return out
+    block_c, rows, num_warps = launch_config(c)
     grid = (triton.cdiv(m, rows),)
     with device_guard(x):
         _ptf_layernorm_kernel[grid](
@@ -228,15 +425,26 @@ def ptf_layernorm_dyadic(x: torch.Tensor, input_zero_point: int, ptf_alpha: torc
     out = torch.empty_like(x)
     if m == 0:
         return out
-    block_c, rows, num_warps = launch_config(c)
     ptf_alpha, gamma_multiplier, gamma_shift, beta = (t.contiguous() for t in (ptf_alpha, gamma_multiplier,
                                                                                 gamma_shift, beta))
+    fast = fast_dyadic(gamma_multiplier)
+    if fast and c <= MAX_FAST_CHANNELS:
+        chunk, n_chunks, rows, num_warps = chunked_config(c)
+        with device_guard(x):
+            _ptf_layernorm_dyadic_chunked_kernel[(triton.cdiv(m, rows),)](
+                x, out, ptf_alpha, gamma_multiplier, gamma_shift, beta, m, c,
+                int(input_zero_point), int(output_zero_point),
+                ROWS=rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=c % chunk == 0,
+                OFFSETS_64=(m + rows) * c >= 2**31, num_warps=num_warps, **DYADIC_CONSTEXPRS,
+            )
+        return out
+    block_c, rows, num_warps = launch_config(c)
     grid = (triton.cdiv(m, rows),)
     with device_guard(x):
         _ptf_layernorm_dyadic_kernel[grid](
             x, out, ptf_alpha, gamma_multiplier, gamma_shift, beta, m, c,
             int(input_zero_point), int(output_zero_point),
-            ROWS=rows, BLOCK_C=block_c, num_warps=num_warps, FAST=fast_dyadic(gamma_multiplier),
+            ROWS=rows, BLOCK_C=block_c, num_warps=num_warps, FAST=fast,
             **DYADIC_CONSTEXPRS,
         )
     return out
