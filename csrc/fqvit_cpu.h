@@ -35,6 +35,12 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          int64_t score_multiplier, int64_t score_shift, int64_t score_zero_point,
                          const at::Tensor& exp_table, int64_t out_multiplier, int64_t out_shift,
                          int64_t out_zero_point);
+at::Tensor int_attention_uniform(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 int64_t qkv_zero_point, int64_t score_multiplier, int64_t score_shift,
+                                 int64_t score_zero_point, const at::Tensor& exp_table,
+                                 int64_t inv_softmax_multiplier, int64_t inv_softmax_shift,
+                                 int64_t softmax_zero_point, int64_t out_multiplier, int64_t out_shift,
+                                 int64_t out_zero_point);
 
 // (P, S, inclusive) of every LIS code level (reference.lis_level_constants), for the tests.
 std::vector<std::tuple<int64_t, int64_t, bool>> lis_level_constants();

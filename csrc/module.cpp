@@ -25,6 +25,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int_attention", &fqvit::int_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("qkv_zero_point"),
         py::arg("score_multiplier"), py::arg("score_shift"), py::arg("score_zero_point"), py::arg("exp_table"),
         py::arg("out_multiplier"), py::arg("out_shift"), py::arg("out_zero_point"));
+  m.def("int_attention_uniform", &fqvit::int_attention_uniform, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("qkv_zero_point"), py::arg("score_multiplier"), py::arg("score_shift"), py::arg("score_zero_point"),
+        py::arg("exp_table"), py::arg("inv_softmax_multiplier"), py::arg("inv_softmax_shift"),
+        py::arg("softmax_zero_point"), py::arg("out_multiplier"), py::arg("out_shift"), py::arg("out_zero_point"));
   m.def("lis_level_constants", &fqvit::lis_level_constants);
   m.def("quantize", &fqvit::quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"));
   m.def("dequantize", &fqvit::dequantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"));

@@ -377,7 +377,111 @@ at::Tensor like_input(const at::Tensor& input, at::ScalarType dtype, Fn fn) {
   return out;
 }
 
+// -- uniform (no-LIS) softmax: FQ-ViT's 8/8/8 attention (reference.int_attention_uniform) --------
+
+// Weights w_j = code_j - zp of one row of scores: e_j = table[max - s_j], E = sum e_j, code_j =
+// clamp(floor((2 e_j m + E 2**s) / (2 E 2**s)) + zp, 0, 255). The code depends on the score only
+// through its distance to the row max, so it is computed once per distance present (at most 256
+// int64 divisions per row, operands < 2**63 under the op's limits) and looked up per score.
+// Returns sum_j w_j (for the zero point of v).
+int64_t uniform_row(const int8_t* s, int64_t n, const int64_t* table, int64_t inv_mult, int64_t inv_shift, int64_t zp,
+                    int16_t* w) {
+  int8_t mx, mn;
+  row_range(s, n, &mx, &mn);
+  // Unsigned arithmetic: identical for validated parameters (every value below 2**63), and defined
+  // (wrapping, no division by zero) for tampered ones with the value checks off.
+  const uint64_t total = row_total(s, n, table, mx);
+  const uint64_t den = total << std::min<int64_t>(std::max<int64_t>(inv_shift, 0), 63);
+  const uint64_t den2 = std::max<uint64_t>(2 * den, 1);
+  const int64_t count = int64_t(mx) - mn + 1;
+  int16_t by_distance[256];
+  for (int64_t d = 0; d < count; ++d) {
+    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult) + den) / den2;
+    by_distance[d] = int16_t(std::min<int64_t>(int64_t(std::min<uint64_t>(quotient, 511)) + zp, 255) - zp);
+  }
+  int64_t sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    w[j] = by_distance[int(mx) - int(s[j])];
+    sum += w[j];
+  }
+  return sum;
+}
+
+// The weights as two int8 digit planes, w = 128 * hi + lo with lo = w & 127 in [0, 127] and
+// hi = w >> 7 in [-2, 1]: exact int8 GEMM operands.
+FQVIT_SIMD void uniform_digits(const int16_t* FQVIT_R w, int64_t n, int8_t* FQVIT_R lo, int8_t* FQVIT_R hi) {
+  for (int64_t j = 0; j < n; ++j) {
+    lo[j] = int8_t(w[j] & 127);
+    hi[j] = int8_t(w[j] >> 7);
+  }
+}
+
+// context = P_lo v + 128 P_hi v - zp * sum_j w_j; |context| <= 255 * 255 * N < 2**31 (validated).
+FQVIT_SIMD void uniform_combine(const int32_t* FQVIT_R p_lo, const int32_t* FQVIT_R p_hi, int64_t corr, int64_t d,
+                                int32_t* FQVIT_R ctx) {
+  for (int64_t c = 0; c < d; ++c) ctx[c] = int32_t(corr + int64_t(p_lo[c]) + (int64_t(p_hi[c]) << 7));
+}
+
 }  // namespace
+
+at::Tensor int_attention_uniform(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 int64_t qkv_zero_point, int64_t score_multiplier, int64_t score_shift,
+                                 int64_t score_zero_point, const at::Tensor& exp_table,
+                                 int64_t inv_softmax_multiplier, int64_t inv_softmax_shift,
+                                 int64_t softmax_zero_point, int64_t out_multiplier, int64_t out_shift,
+                                 int64_t out_zero_point) {
+  const int64_t bsz = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
+  at::Tensor out = at::empty({bsz, n, heads, d}, q.options().dtype(at::kChar)).transpose(1, 2);
+  const at::Tensor table = exp_table.contiguous();
+  const int64_t* t_p = table.data_ptr<int64_t>();
+  const int64_t rows = block_rows(n), blocks = (n + rows - 1) / rows;
+  int8_t* o_p = out.data_ptr<int8_t>();
+  at::parallel_for(0, bsz * heads * blocks, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor acc = at::empty({rows, n}, at::kInt);
+    std::vector<int8_t> scores(rows * n);
+    std::vector<int16_t> weights(n);
+    std::vector<int64_t> wsum(rows);
+    at::Tensor lo = at::empty({rows, n}, at::kChar), hi = at::empty({rows, n}, at::kChar);
+    at::Tensor p_lo = at::empty({rows, d}, at::kInt), p_hi = at::empty({rows, d}, at::kInt);
+    std::vector<int32_t> ctx(rows * d);
+    int64_t key_head = -1;
+    std::unique_ptr<KeySide> keys;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / blocks, b = bh / heads, h = bh % heads;
+      const int64_t q0 = (task % blocks) * rows, r = std::min(rows, n - q0);
+      if (bh != key_head) {
+        keys = std::make_unique<KeySide>(k[b][h], qkv_zero_point);
+        key_head = bh;
+      }
+      scores_block(q[b][h].narrow(0, q0, r), *keys, qkv_zero_point, score_multiplier, score_shift,
+                   score_zero_point, acc, scores.data());
+      int8_t* lo_p = lo.data_ptr<int8_t>();
+      int8_t* hi_p = hi.data_ptr<int8_t>();
+      bool any_hi = false;
+      for (int64_t i = 0; i < r; ++i) {
+        wsum[i] = uniform_row(scores.data() + i * n, n, t_p, inv_softmax_multiplier, inv_softmax_shift,
+                              softmax_zero_point, weights.data());
+        uniform_digits(weights.data(), n, lo_p + i * n, hi_p + i * n);
+        any_hi = any_hi || std::any_of(hi_p + i * n, hi_p + (i + 1) * n, [](int8_t x) { return x != 0; });
+      }
+      const at::Tensor vh = v[b][h];
+      at::Tensor p_lo_blk = p_lo.narrow(0, 0, r), p_hi_blk = p_hi.narrow(0, 0, r);
+      int_mm_into(lo.narrow(0, 0, r), vh, p_lo_blk);
+      if (any_hi)  // only probabilities of at least 128 steps have a high digit
+        int_mm_into(hi.narrow(0, 0, r), vh, p_hi_blk);
+      else
+        p_hi_blk.zero_();
+      const int32_t* pl = p_lo_blk.data_ptr<int32_t>();
+      const int32_t* ph = p_hi_blk.data_ptr<int32_t>();
+      for (int64_t i = 0; i < r; ++i) {
+        uniform_combine(pl + i * d, ph + i * d, -qkv_zero_point * wsum[i], d, ctx.data() + i * d);
+        int8_t* o = o_p + ((b * n + q0 + i) * heads + h) * d;
+        requant_row(ctx.data() + i * d, d, out_multiplier, out_shift, out_zero_point, o);
+      }
+    }
+  });
+  return out;
+}
 
 at::Tensor log_int_softmax(const at::Tensor& scores, const at::Tensor& exp_table, int64_t bits) {
   const at::Tensor s = scores.contiguous();

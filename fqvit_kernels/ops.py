@@ -41,6 +41,7 @@ __all__ = [
     "log_attn_v",
     "attention_scores",
     "int_attention",
+    "int_attention_uniform",
     "quantize",
     "dequantize",
 ]
@@ -50,6 +51,8 @@ MAX_GEMM_K = 131071  # 128 * 128 * K < 2**31
 MAX_LN_CHANNELS = 8192
 MAX_PTF_ALPHA = 3
 MAX_HEAD_DIM = 33025  # 255 * 255 * D < 2**31
+MAX_UNIFORM_KEYS = 33025  # int_attention_uniform: 255 * 255 * N < 2**31 (its int32 context)
+MAX_UNIFORM_EXP = 2**ref.UNIFORM_EXP_BITS  # its exponent table: round(2**20 * exp(-d * s)) <= 2**20
 MAX_GELU_TABLE_LENGTH = 1 << 16
 MAX_GELU_CELL_BITS = ref.GELU_MAX_CELL_BITS
 INT32_MAX = 2**31 - 1
@@ -476,7 +479,8 @@ def _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift,
         raise ValueError(f"q, k, v must share one shape [B, H, N, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     _check_attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
-    _check_exp_table(exp_table, q.device, q.shape[2])
+    if exp_table is not None:  # (None: the caller checks its own kind of table)
+        _check_exp_table(exp_table, q.device, q.shape[2])
     _scalar_requant("out", out_multiplier, out_shift)
     chk.zero_point("out_zero_point", out_zero_point)
     return q.shape
@@ -514,6 +518,74 @@ def _(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, 
       out_multiplier, out_shift, out_zero_point):
     _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
                          exp_table, out_multiplier, out_shift, out_zero_point)
+    return _attention_output(q)
+
+
+def _check_uniform_exp_table(exp_table: torch.Tensor, device) -> None:
+    chk.tensor("exp_table", exp_table, torch.int64, 1, device)
+    chk.shape("exp_table", exp_table, (256,))
+    if value_checks_enabled():
+        chk.values_in_range("exp_table", exp_table, 0, MAX_UNIFORM_EXP)
+        chk.once(exp_table, "uniform exp_table", lambda: _check_uniform_exp_head(exp_table))
+
+
+def _check_uniform_exp_head(exp_table: torch.Tensor) -> None:
+    if int(exp_table[0]) <= 0:
+        raise ValueError("exp_table[0] (the row maximum's own exponent) must be > 0")
+
+
+def _check_int_attention_uniform(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                                 exp_table, inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point,
+                                 out_multiplier, out_shift, out_zero_point):
+    _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, None,
+                         out_multiplier, out_shift, out_zero_point)
+    n = q.shape[2]
+    if n > MAX_UNIFORM_KEYS:
+        raise ValueError(f"sequence length {n} exceeds {MAX_UNIFORM_KEYS}: the int32 context "
+                         "sum_j (code - zp)(v - zp) could overflow (docs/numerics.md)")
+    _check_uniform_exp_table(exp_table, q.device)
+    chk.int_in_range("inv_softmax_multiplier", inv_softmax_multiplier, 1, INT32_MAX)
+    chk.int_in_range("inv_softmax_shift", inv_softmax_shift, 1, 62)
+    # 2 * E * 2**s with E <= N * 2**20 must stay below 2**62 (docs/numerics.md).
+    if n << (MAX_UNIFORM_EXP.bit_length() + inv_softmax_shift) > 2**62:
+        raise ValueError(f"inv_softmax_shift={inv_softmax_shift} with {n} keys overflows int64 in the softmax "
+                         f"division: at most {62 - MAX_UNIFORM_EXP.bit_length() - (n - 1).bit_length()} "
+                         "(a softmax scale far below 1/255?)")
+    chk.int_in_range("softmax_zero_point", softmax_zero_point, 0, 255)
+    return q.shape
+
+
+@custom_op("fqvit::int_attention_uniform", mutates_args=())
+def int_attention_uniform(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    qkv_zero_point: int,
+    score_multiplier: int,
+    score_shift: int,
+    score_zero_point: int,
+    exp_table: torch.Tensor,
+    inv_softmax_multiplier: int,
+    inv_softmax_shift: int,
+    softmax_zero_point: int,
+    out_multiplier: int,
+    out_shift: int,
+    out_zero_point: int,
+) -> torch.Tensor:
+    """Fused integer attention with a uniform uint8 softmax (scores → exp table → uint8 codes →
+    exact P@V → requant) of int8 ``[B, H, N, D]``; FQ-ViT's 8/8/8 setting (no LIS)."""
+    args = (q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, exp_table,
+            inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point, out_multiplier, out_shift, out_zero_point)
+    _check_int_attention_uniform(*args)
+    return ref.int_attention_uniform(*args)
+
+
+@int_attention_uniform.register_fake
+def _(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, exp_table,
+      inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point, out_multiplier, out_shift, out_zero_point):
+    _check_int_attention_uniform(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
+                                 exp_table, inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point,
+                                 out_multiplier, out_shift, out_zero_point)
     return _attention_output(q)
 
 
@@ -583,6 +655,7 @@ OPS = {
     "log_attn_v": log_attn_v,
     "attention_scores": attention_scores,
     "int_attention": int_attention,
+    "int_attention_uniform": int_attention_uniform,
     "quantize": quantize,
     "dequantize": dequantize,
 }
@@ -601,6 +674,7 @@ CHECKS: Dict[str, Callable[..., object]] = {
     "log_attn_v": _check_log_attn_v,
     "attention_scores": _check_attention_scores,
     "int_attention": _check_int_attention,
+    "int_attention_uniform": _check_int_attention_uniform,
     "quantize": _check_quantize,
     "dequantize": _check_dequantize,
 }

@@ -29,6 +29,7 @@ __all__ = [
     "layernorm_dyadic_params",
     "ptf_alpha",
     "lis_exp_table",
+    "uniform_exp_table",
     "GeluTable",
     "gelu_table",
     "gelu_table_from_lut",
@@ -286,6 +287,15 @@ def ptf_alpha(scale: torch.Tensor, base_scale: float | None = None, max_alpha: i
     if (alpha < 0).any() or (alpha > max_alpha).any():
         raise ValueError(f"PTF alpha must lie in 0..{max_alpha}, got {alpha.min().item()}..{alpha.max().item()}")
     return alpha.to(torch.int32)
+
+
+def uniform_exp_table(score_scale: float) -> torch.Tensor:
+    """int64 ``[256]`` exponent table of ``int_attention_uniform`` (FQ-ViT 8/8/8):
+    ``round(2**20 * exp(-d * score_scale))`` for a distance ``d = max - s`` to the row max."""
+    scale = _as_float64("score_scale", score_scale)
+    _check_positive_finite("score_scale", scale.reshape(-1))
+    d = torch.arange(256, dtype=torch.float64)
+    return torch.round(torch.exp(-d * float(scale)) * 2.0**reference.UNIFORM_EXP_BITS).to(torch.int64)
 
 
 def lis_exp_table(score_scale: float, zero_point: int = 0) -> torch.Tensor:

@@ -643,6 +643,67 @@ def int_attention(
     return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
+#: Fraction bits of the uniform softmax's exponent table: ``round(2**20 * exp(-d * s_score))``.
+UNIFORM_EXP_BITS = 20
+
+
+def uniform_softmax_codes(scores: torch.Tensor, exp_table: torch.Tensor, inv_softmax_multiplier: int,
+                          inv_softmax_shift: int, softmax_zero_point: int) -> torch.Tensor:
+    """Integer softmax of int8 scores along the last dim, quantized to uint8 codes (no LIS).
+
+    Per row, with the distance ``d_j = max - s_j`` in ``[0, 255]`` and ``e_j = exp_table[d_j]``
+    (``round(2**20 * exp(-d * s_score))``, :data:`UNIFORM_EXP_BITS`)::
+
+        E      = sum_j e_j
+        code_j = clamp(floor((2 e_j m + E 2**s) / (2 E 2**s)) + zp, 0, 255)
+
+    i.e. ``e_j / E / s_softmax`` rounded half up, with ``m * 2**-s`` (``inv_softmax_multiplier``,
+    ``inv_softmax_shift``) approximating ``1 / s_softmax`` and ``zp`` FQ-ViT's uint8 zero point of
+    the softmax output (``softmax_zero_point``, in ``[0, 255]``). Every intermediate fits int64 under
+    the op's limits (docs/numerics.md).
+    """
+    s = scores.to(torch.int64)
+    dist = s.amax(dim=-1, keepdim=True) - s
+    e = exp_table.to(torch.int64)[dist]
+    total = e.sum(dim=-1, keepdim=True)
+    num = e * int(inv_softmax_multiplier)
+    den = total << int(inv_softmax_shift)
+    code = torch.div(2 * num + den, 2 * den, rounding_mode="floor") + int(softmax_zero_point)
+    return torch.clamp(code, 0, 255).to(torch.uint8)
+
+
+def int_attention_uniform(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    qkv_zero_point: int,
+    score_multiplier: int,
+    score_shift: int,
+    score_zero_point: int,
+    exp_table: torch.Tensor,
+    inv_softmax_multiplier: int,
+    inv_softmax_shift: int,
+    softmax_zero_point: int,
+    out_multiplier: int,
+    out_shift: int,
+    out_zero_point: int,
+) -> torch.Tensor:
+    """Integer attention with FQ-ViT's uniform 8-bit softmax (no LIS) of int8 ``q, k, v [B, H, N, D]``.
+
+    The composition :func:`attention_scores` → :func:`uniform_softmax_codes` →
+    ``sum_j (code_ij - softmax_zero_point) * (v_jd - qkv_zero_point)`` (exact, int64) →
+    ``requantize_float32(., out_multiplier, out_shift, out_zero_point)``, where
+    ``out_multiplier * 2**-out_shift`` approximates ``s_qkv * s_softmax / s_out``. Laid out in
+    memory as ``[B, N, H, D]`` like :func:`int_attention`.
+    """
+    scores = attention_scores(q, k, qkv_zero_point, score_multiplier, score_shift, score_zero_point)
+    codes = uniform_softmax_codes(scores, exp_table, inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point)
+    weights = codes.to(torch.int64) - int(softmax_zero_point)
+    context = _exact_matmul(weights, v.to(torch.int64) - qkv_zero_point)
+    out = requantize_float32(context, out_multiplier, out_shift, out_zero_point).to(torch.int8)
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 # ----------------------------------------------------------------------------------------------
 # Model boundary (float <-> int8)
 # ----------------------------------------------------------------------------------------------

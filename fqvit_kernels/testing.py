@@ -223,6 +223,25 @@ def attention_case(b: int, h: int, n: int, d: int, gen: torch.Generator) -> OpCa
                                     out_shift, out_zp), floats)
 
 
+def attention_uniform_case(b: int, h: int, n: int, d: int, gen: torch.Generator, peak: float = 1.0) -> OpCase:
+    """``int_attention_uniform`` (FQ-ViT 8/8/8): the scores of :func:`attention_case`, a softmax
+    scale ``s_sm = peak / 255`` (``peak``: the calibrated largest probability), a small random uint8
+    zero point (FQ-ViT's is 0 for probabilities; others exercise the correction terms)."""
+    base = attention_case(b, h, n, d, gen)
+    q, k, v, qkv_zp, score_mult, score_shift, score_zp = base.args[:7]
+    qkv_scale, score_scale = base.floats["qkv_scale"], base.floats["score_scale"]
+    softmax_scale = peak / 255.0
+    inv_mult, inv_shift = params.fixed_point_multiplier(1.0 / softmax_scale, "1 / softmax scale")
+    softmax_zp = int(torch.randint(0, 12, (1,), generator=gen))
+    out_scale = qkv_scale * float(_uniform(gen, 1.0, 2.0))
+    out_mult, out_shift = params.fixed_point_multiplier(qkv_scale * softmax_scale / out_scale, "context ratio")
+    out_zp = _zero_point(gen) // 4
+    floats = dict(base.floats, softmax_scale=softmax_scale, out_scale=out_scale)
+    return OpCase("int_attention_uniform", (q, k, v, qkv_zp, score_mult, score_shift, score_zp,
+                                            params.uniform_exp_table(score_scale), inv_mult, inv_shift, softmax_zp,
+                                            out_mult, out_shift, out_zp), floats)
+
+
 def quantize_case(shape, gen: torch.Generator, per_channel: bool = False) -> OpCase:
     x = torch.randn(shape, generator=gen) * 2.0
     channels = shape[-1]
@@ -248,6 +267,7 @@ def small_cases(gen: torch.Generator):
                               _int8(gen, 2, 3, 7, 5), 3)),
         OpCase("attention_scores", (_int8(gen, 2, 7, 8), _int8(gen, 2, 9, 8), -3, 1 << 30, 40, 5)),
         attention_case(2, 2, 7, 16, gen),
+        attention_uniform_case(2, 2, 7, 16, gen),
         quantize_case((3, 7, 10), gen, per_channel=True),
         OpCase("dequantize", (_int8(gen, 3, 10), torch.rand(10, generator=gen) + 0.1, 4)),
     ]

@@ -68,7 +68,7 @@ def _run(case, launcher):
 def test_cuda_kernels_cover_every_integer_op():
     kernels = triton_kernels.cuda_kernels()
     assert set(kernels) == {"int8_matmul", "int8_linear", "ptf_layernorm", "ptf_layernorm_dyadic", "log_int_softmax",
-                            "log_attn_v", "attention_scores", "int_attention"}
+                            "log_attn_v", "attention_scores", "int_attention", "int_attention_uniform"}
     assert triton_kernels.__fqvit_kernels__ is True
 
 

@@ -8,7 +8,7 @@ Triton; :func:`cuda_kernels` and the family modules do.
 Families: :mod:`.gemm` (``int8_matmul``, ``int8_linear``), :mod:`.layernorm` (``ptf_layernorm``,
 ``ptf_layernorm_dyadic``),
 :mod:`.softmax` (``log_int_softmax``), :mod:`.attn_v` (``log_attn_v``), :mod:`.attention`
-(``attention_scores``, ``int_attention``); :mod:`.compile_check` compiles them all for sm_90
+(``attention_scores``, ``int_attention``), :mod:`.attention_uniform` (``int_attention_uniform``); :mod:`.compile_check` compiles them all for sm_90
 without a GPU (``python -m triton_kernels.compile_check``).
 """
 
@@ -22,7 +22,7 @@ def cuda_kernels():
     already run) and returns a new output tensor. ``quantize`` / ``dequantize`` (float, model
     boundary) keep the PyTorch reference on CUDA.
     """
-    from . import attention, attn_v, gemm, layernorm, softmax
+    from . import attention, attention_uniform, attn_v, gemm, layernorm, softmax
 
     return {
         "int8_matmul": gemm.int8_matmul,
@@ -33,6 +33,7 @@ def cuda_kernels():
         "log_attn_v": attn_v.log_attn_v,
         "attention_scores": attention.attention_scores,
         "int_attention": attention.int_attention,
+        "int_attention_uniform": attention_uniform.int_attention_uniform,
     }
 
 

@@ -16,8 +16,8 @@ with the residual epilogue (proj: branch on attn.qact3, residual on the input gr
 qact2), the integer LayerNorm (norm2 onto qact3), ``int8_linear`` with the GELU step table (fc1:
 the pre-GELU value on a grid much finer than one mlp.qact1 step, then the exact steps of
 ``qact1(GELU(.))``, :func:`fqvit_kernels.params.gelu_table`) and ``int8_linear`` with the residual
-epilogue (fc2: branch on mlp.qact2, result on qact4). Without LIS (uniform 8-bit softmax) the attention is composed from
-``torch.ops.fqvit.attention_scores`` and integer PyTorch ops (see :meth:`QuantAttention._uniform_int`).
+epilogue (fc2: branch on mlp.qact2, result on qact4). Without LIS (uniform 8-bit softmax) the attention
+core is ``torch.ops.fqvit.int_attention_uniform``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, Quan
                      set_calibration, set_mode)
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block", "release_float_weights"]
-
-#: Fractional bits of the exponent table of the integer uniform softmax (no-LIS presets).
-SOFTMAX_EXP_BITS = 20
 
 
 def _timm_classes():
@@ -169,8 +166,7 @@ class QuantAttention(QuantModule):
             self.exp_table.copy_(params.lis_exp_table(s_score, self.qact_attn1.stored_zero_point))
             m, s = _fixed(s_qkv * 2.0**-reference.LIS_VALUE_SHIFT / s_ctx, "context ratio s_qkv * 2**-15 / s_ctx")
         else:
-            d = torch.arange(256, dtype=torch.float64)
-            self.exp_table.copy_(torch.round(torch.exp(-d * s_score) * 2.0**SOFTMAX_EXP_BITS).to(torch.int64))
+            self.exp_table.copy_(params.uniform_exp_table(s_score))
             s_sm = float(self.softmax.qact.scale)
             mi, si = _fixed(1.0 / s_sm, "1 / softmax scale")
             self.inv_softmax_multiplier.fill_(mi)
@@ -204,32 +200,11 @@ class QuantAttention(QuantModule):
                 q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
                 self.exp_table, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
         else:
-            ctx = self._uniform_int(q, k, v, ints)
+            ctx = torch.ops.fqvit.int_attention_uniform(
+                q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
+                self.exp_table, ints["inv_softmax_multiplier"], ints["inv_softmax_shift"], ints["softmax_zp"],
+                ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
         return ctx.transpose(1, 2).reshape(b * n, h * d)
-
-    def _uniform_int(self, q, k, v, ints: dict) -> torch.Tensor:
-        """Integer softmax quantized to uint8 (no LIS) and ``P @ V``; int8 ``[B, H, N, D]``.
-
-        ``e = exp_table[rowmax - score]`` holds ``round(2**20 * exp(-d * s_score))``; the uint8 code is
-        ``clamp(round_half_up(e / sum(e) / s_softmax) + zp_softmax, 0, 255)`` computed as one integer
-        division, then ``sum_j (code_j - zp_softmax) * (v_j - zp_v)`` is requantized onto qact2.
-        """
-        scores = torch.ops.fqvit.attention_scores(q, k, ints["qkv_zp"], ints["score_multiplier"],
-                                                  ints["score_shift"], ints["score_zp"]).to(torch.int64)
-        dist = scores.amax(dim=-1, keepdim=True) - scores
-        e = self.exp_table.to(scores.device)[dist]
-        total = e.sum(dim=-1, keepdim=True)
-        num = e * ints["inv_softmax_multiplier"]
-        den = total << ints["inv_softmax_shift"]
-        code = torch.div(2 * num + den, 2 * den, rounding_mode="floor") + ints["softmax_zp"]
-        code = torch.clamp(code, 0, 255) - ints["softmax_zp"]
-        v_c = v.to(torch.int64) - ints["qkv_zp"]
-        if code.device.type == "cpu":
-            ctx = torch.matmul(code, v_c)
-        else:  # exact: |sum| < 255 * 255 * N < 2**53
-            ctx = torch.matmul(code.to(torch.float64), v_c.to(torch.float64)).to(torch.int64)
-        out = reference.requantize_float32(ctx, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
-        return out.to(torch.int8)
 
 
 class QuantMlp(QuantModule):
