@@ -4,7 +4,8 @@ M = batch * 197 tokens (batch 8; quick mode: batch 1).
 
 Float baselines: ``F.linear`` fp32 for the GEMMs, ``F.layer_norm`` fp32, ``torch.softmax`` fp32,
 ``torch.matmul`` fp32 for the score and attn@V products, ``F.scaled_dot_product_attention`` fp32
-for the fused attention; at the model boundary ``torch.fake_quantize_per_tensor_affine`` (float
+for the fused attentions (``int_attention_uniform`` also against the int64 PyTorch composition
+the 8/8/8 block used before it); at the model boundary ``torch.fake_quantize_per_tensor_affine`` (float
 fake quantization) and ``x.float()`` (plain int8 -> float conversion). Each row's ``baseline`` is
 the float provider; the note gives the speed-up over the reference. The C++ rows time the
 extension function itself (inputs are known valid, so the Python validation of ``torch.ops.fqvit``
@@ -75,6 +76,16 @@ class _Bench:
             self._row(kernel, shape, label, stats, baseline, work, unit, note)
         for provider, fn in floats:
             self._row(kernel, shape, provider, time_fn(self.ctx, fn), None, work, unit)
+
+
+def _uniform_attention_before(q, k, v, zp, score_mult, score_shift, score_zp, table, inv_mult, inv_shift, softmax_zp,
+                              out_mult, out_shift, out_zp):
+    """How the 8/8/8 block ran its attention before ``int_attention_uniform`` existed: the scores
+    op, then int64 PyTorch tensor code on the N x N codes (kept here as the comparison row)."""
+    scores = torch.ops.fqvit.attention_scores(q, k, zp, score_mult, score_shift, score_zp)
+    codes = ref.uniform_softmax_codes(scores, table, inv_mult, inv_shift, softmax_zp).to(torch.int64) - softmax_zp
+    context = torch.matmul(codes, v.to(torch.int64) - zp)
+    return ref.requantize_float32(context, out_mult, out_shift, out_zp).to(torch.int8)
 
 
 def _linears(dim: int, mlp: int):
@@ -161,6 +172,15 @@ def _run(ctx: Context, ext) -> List[Row]:
         if ctx.wants(kernel):
             bench.op("int_attention", kernel, shape, att.args,
                      [("SDPA fp32", lambda: F.scaled_dot_product_attention(qf, kf, vf))],
+                     4.0 * batch * heads * TOKENS * TOKENS * d, "op")
+
+        kernel = f"int_attention_uniform {model}"
+        if ctx.wants(kernel):
+            uni = testing.attention_uniform_case(batch, heads, TOKENS, d, gen)
+            uq, uk, uv = (t.float() for t in uni.args[:3])
+            bench.op("int_attention_uniform", kernel, shape, uni.args,
+                     [("SDPA fp32", lambda: F.scaled_dot_product_attention(uq, uk, uv)),
+                      ("scores op + int64 torch (before)", lambda: _uniform_attention_before(*uni.args))],
                      4.0 * batch * heads * TOKENS * TOKENS * d, "op")
 
         kernel = f"quantize {model}"

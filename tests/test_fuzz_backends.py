@@ -66,3 +66,10 @@ def test_fuzz_int_attention_and_parts(b, h, n, d, seed):
     _all_backends_agree(testing.OpCase("attention_scores", (q, k, zp, s_mult, s_shift, s_zp)))
     codes = ref.log_int_softmax(ref.attention_scores(q, k, zp, s_mult, s_shift, s_zp), table)
     _all_backends_agree(testing.OpCase("log_attn_v", (codes, v, zp)))
+
+
+@FUZZ
+@given(b=st.integers(1, 2), h=st.integers(1, 3), n=st.integers(1, 40), d=st.sampled_from([8, 13, 32, 64]),
+       peak=st.sampled_from([0.05, 0.3, 1.0]), seed=seeds)
+def test_fuzz_int_attention_uniform(b, h, n, d, peak, seed):
+    _all_backends_agree(testing.attention_uniform_case(b, h, n, d, _gen(seed), peak=peak))

@@ -49,7 +49,7 @@ def _signature(fn, pointer_types: Dict[str, str], constexprs: Dict[str, object])
 
 def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict[str, object], int, int]]:
     """(label, kernel, pointer types, constexprs, num_warps, num_stages) per compile."""
-    from . import attention, attn_v, gemm, layernorm, softmax
+    from . import attention, attention_uniform, attn_v, gemm, layernorm, softmax
 
     gemm_ptrs = _GEMM_PTRS
     for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
@@ -113,13 +113,21 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
                    cfg.num_stages)
 
 
+    for head_dim in (32, 64, 80, 128):
+        for cfg in attention_configs:
+            consts = dict(cfg.kwargs, BLOCK_D=attention.head_block(head_dim))
+            yield (f"int_attention_uniform D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
+                   f"w{cfg.num_warps}", attention_uniform._int_attention_uniform_kernel, _ATTENTION_PTRS, consts,
+                   cfg.num_warps, cfg.num_stages)
+
+
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
 QUICK = ("gemm epilogue=2", "gemm epilogue=3", "gemm epilogue=2 fast", "gemm epilogue=3 fast", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "ptf_layernorm fast C=768",
          "ptf_layernorm chunked C=768 affine32", "ptf_layernorm chunked C=200", "ptf_layernorm_dyadic chunked C=200",
          "ptf_layernorm_dyadic chunked C=768",
          "ptf_layernorm_dyadic fast C=768", "log_int_softmax L=197", "lis_codes_check",
          "log_attn_v D=80", "attention_scores D=80", "int_attention D=32 ", "int_attention D=80 ", "int_attention fast D=32 ",
-         "int_attention fast D=80 ")
+         "int_attention fast D=80 ", "int_attention_uniform D=32 ", "int_attention_uniform D=80 ")
 
 
 def compile_all(arch: int = 90, all_configs: bool = False, only=None) -> List[Dict[str, object]]:
@@ -196,6 +204,15 @@ def _report_jobs(all_configs: bool, general: bool):
                  f"s{cfg.num_stages}")
         yield Job(label, attention._int_attention_kernel, sig, consts, att_div, cfg.num_warps, cfg.num_stages,
                   "attention", kw["BLOCK_M"] * kw["BLOCK_N"])
+    from . import attention_uniform
+
+    for cfg in attention._GPU_CONFIGS if all_configs else attention._GPU_CONFIGS[:1]:
+        kw = cfg.kwargs
+        consts = dict(kw, BLOCK_D=attention.head_block(v["head_dim"]))
+        kernel = attention_uniform._int_attention_uniform_kernel
+        yield Job(f"int_attention_uniform D=64 {kw['BLOCK_M']}x{kw['BLOCK_N']} w{cfg.num_warps} s{cfg.num_stages}",
+                  kernel, _signature(kernel, att_ptrs, consts), consts, [a for a in att_div if a != "levels_ptr"],
+                  cfg.num_warps, cfg.num_stages, "attention", kw["BLOCK_M"] * kw["BLOCK_N"])
     block_c, rows, warps = layernorm.launch_config(v["dim"])
     ln_div = ["x_ptr", "out_ptr", "alpha_ptr", "M", "C"]
     chunk, n_chunks, c_rows, c_warps = layernorm.chunked_config(v["dim"])
