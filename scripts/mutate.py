@@ -45,6 +45,7 @@ REF, PAR, OBS, QNT = "fqvit_kernels/reference.py", "fqvit_kernels/params.py", "f
     "fqvit_kernels/quant/quantizers.py"
 BLK, LAY, MOD, OPS = "fqvit_kernels/nn/block.py", "fqvit_kernels/nn/layers.py", "fqvit_kernels/nn/model.py", \
     "fqvit_kernels/ops.py"
+TAU, UNI = "triton_kernels/attention_uniform.py", "tests/test_int_attention_uniform.py"
 TIM, TGE, TSM, TAT, TLN = ("triton_kernels/_intmath.py", "triton_kernels/gemm.py", "triton_kernels/softmax.py",
                            "triton_kernels/attention.py", "triton_kernels/layernorm.py")
 CCO, CGE, CLN, CSA = "csrc/common.h", "csrc/gemm_epilogue.cpp", "csrc/layernorm.cpp", "csrc/softmax_attention.cpp"
@@ -186,6 +187,12 @@ MUTANTS: List[Mutant] = [
     M("T16", TLN, "        return bool(((top >> s) + 1 < 2**31 - 256).all())", "        return bool(((top >> s) + 1 < 2**32).all())",
       ["tests/test_triton_fast_paths.py", "tests/test_contract_limits.py"],
       "Triton LN (chunked): int32 clamp taken for affine values beyond int32"),
+    M("T19", TAU, "        quotient = (2 * e * inv_mult + den[:, None]) // den2[:, None]",
+      "        quotient = (2 * e * inv_mult) // den2[:, None]", [UNI], "Triton uniform attention: codes floored"),
+    M("T20", TAU, "        weight = tl.minimum(weight, 255) - softmax_zero_point",
+      "        weight = weight - softmax_zero_point", [UNI], "Triton uniform attention: code not clamped at 255"),
+    M("T21", TAU, "        lo = (weight & 127).to(tl.int8)", "        lo = (weight & 63).to(tl.int8)", [UNI],
+      "Triton uniform attention: low digit loses a bit"),
     # -- C++ (--cpp) ------------------------------------------------------------------------------
     M("C1", CCO, "  return ((v >> (s - 1)) + 1) >> 1;", "  return (v >> (s - 1)) >> 1;", [TIES], "C++ round_shift: floor"),
     M("C2", CCO, "  const int64_t up = (h + 1) >> 1;", "  const int64_t up = (h + 2) >> 1;", [TIES],
@@ -200,6 +207,11 @@ MUTANTS: List[Mutant] = [
       "C++ LIS: mask threshold exclusive"),
     M("C6", CGE, "      zp_term[j] = (final_zp + 128) << s;", "      zp_term[j] = (final_zp + 127) << s;", [TIES],
       "C++ residual: final zero point off by one"),
+    M("C7", CSA, "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult) + den) / den2;",
+      "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult)) / den2;", [UNI],
+      "C++ uniform attention: codes floored"),
+    M("C8", CSA, "      if (any_hi)  // only", "      if (false)  // only", [UNI],
+      "C++ uniform attention: the high digit's GEMM always skipped"),
 ]
 
 

@@ -56,6 +56,10 @@ def _attention(gen):
     return list(testing.attention_case(1, 1, 5, 8, gen).args)
 
 
+def _uniform(gen):
+    return list(testing.attention_uniform_case(1, 1, 5, 8, gen).args)  # N = 5: inv_softmax_shift <= 38
+
+
 def _scores(gen):
     a = _attention(gen)
     return a[:2] + a[3:7]
@@ -119,6 +123,18 @@ LIMITS: List[Limit] = [
     Limit("int_attention.out_shift", "int_attention", _attention, 9, False, [1, 52], [0, 53], "out_shift"),
     Limit("int_attention.out_zero_point", "int_attention", _attention, 10, False, [-128, 127], [-129, 128],
           "out_zero_point"),
+    Limit("int_attention_uniform.exp_table", "int_attention_uniform", _uniform, 7, True, [0, ops.MAX_UNIFORM_EXP],
+          [-1, ops.MAX_UNIFORM_EXP + 1], "exp_table values"),
+    Limit("int_attention_uniform.inv_softmax_multiplier", "int_attention_uniform", _uniform, 8, False,
+          [1, INT32_MAX], [0, 2**31], "inv_softmax_multiplier"),
+    Limit("int_attention_uniform.inv_softmax_shift", "int_attention_uniform", _uniform, 9, False, [1, 38], [0, 39],
+          "inv_softmax_shift"),
+    Limit("int_attention_uniform.softmax_zero_point", "int_attention_uniform", _uniform, 10, False, [0, 255],
+          [-1, 256], "softmax_zero_point"),
+    Limit("int_attention_uniform.out_shift", "int_attention_uniform", _uniform, 12, False, [1, 52], [0, 53],
+          "out_shift"),
+    Limit("int_attention_uniform.out_zero_point", "int_attention_uniform", _uniform, 13, False, [-128, 127],
+          [-129, 128], "out_zero_point"),
     Limit("quantize.zero_point", "quantize", _quantize, 2, False, [-128, 127], [-129, 128], "zero_point"),
 ]
 
