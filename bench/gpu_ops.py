@@ -3,7 +3,8 @@
 * ``int8_linear`` (plain / GELU table / residual epilogues) vs cuBLAS bf16 ``F.linear``,
   ``torch._int_mm`` followed by a separate requantization, and FP8 row-wise ``torch._scaled_mm``;
   the four ViT-S/B/L linears at batch 1, 64, 256 (M = batch·197).
-* ``int_attention`` vs SDPA bf16 and vs the unfused fqvit ops, ViT-S/B/L heads, N = 197 and 577.
+* ``int_attention`` vs SDPA bf16 and vs the unfused fqvit ops, ViT-S/B/L heads, N = 197 and 577;
+  ``int_attention_uniform`` (the 8/8/8 preset's) vs SDPA bf16 at the same shapes.
 * ``ptf_layernorm_dyadic`` (the default, FQ-ViT's) and ``ptf_layernorm`` vs ``F.layer_norm`` bf16,
   in GB/s next to a measured device copy.
 * ``log_int_softmax`` vs ``torch.softmax`` bf16.
@@ -151,6 +152,10 @@ def attention_rows(ctx: Context, dev: str) -> List[Row]:
             rows.append(_row("attention", kernel, shape, "SDPA bf16", ctx,
                              lambda: F.scaled_dot_product_attention(q, k, v)))
             rows.append(_row("attention", kernel, shape, "fqvit unfused ops", ctx, _unfused(case), "SDPA bf16"))
+            uniform = testing.attention_uniform_case(batch, heads, n, d, gen).to(dev)
+            _check(kernel, uniform.run()[:1], ref.int_attention_uniform(*_first_batch_item(uniform)))
+            rows.append(_row("attention", kernel, shape, "fqvit int_attention_uniform (8/8/8)", ctx, uniform.run,
+                             "SDPA bf16"))
     return rows
 
 

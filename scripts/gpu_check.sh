@@ -62,7 +62,7 @@ step timing 300 python - <<'PY'
 import torch, triton
 import torch.nn.functional as F
 from fqvit_kernels import testing
-from triton_kernels import attention, gemm, layernorm
+from triton_kernels import attention, attention_uniform, gemm, layernorm
 from triton_kernels._common import force_paths
 
 bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100)
@@ -99,6 +99,9 @@ for n_tok in (197, 577):
     t_ours = bench(lambda: attention.int_attention(*case.args))
     t_sdpa = bench(lambda: F.scaled_dot_product_attention(qb, qb, qb))
     print(f"int_attention B=64 H=12 N={n_tok} D=64: {t_ours:.4f} ms, SDPA bf16 {t_sdpa:.4f} ms ({t_sdpa / t_ours:.2f}x)")
+    uniform = testing.attention_uniform_case(64, 12, n_tok, 64, gen).to("cuda")
+    t_uni = bench(lambda: attention_uniform.int_attention_uniform(*uniform.args))
+    print(f"int_attention_uniform (8/8/8) B=64 H=12 N={n_tok} D=64: {t_uni:.4f} ms ({t_sdpa / t_uni:.2f}x SDPA bf16)")
 case = testing.layernorm_case(12608, 768, gen).to("cuda")
 dyadic = testing.layernorm_dyadic_case(12608, 768, gen).to("cuda")
 src = case.args[0]

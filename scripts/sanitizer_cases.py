@@ -10,7 +10,7 @@ import sys
 import torch
 
 from fqvit_kernels import reference as ref, testing
-from triton_kernels import attention, attn_v, gemm, layernorm, softmax
+from triton_kernels import attention, attention_uniform, attn_v, gemm, layernorm, softmax
 
 
 def _cases(gen):
@@ -30,6 +30,8 @@ def _cases(gen):
          testing.OpCase("log_attn_v", (ref.log_int_softmax(*codes_case.args), v, 5))),
         ("attention_scores", attention.attention_scores, testing.OpCase("attention_scores", attn.args[:2] + attn.args[3:7])),
         ("int_attention", attention.int_attention, attn),
+        ("int_attention_uniform", attention_uniform.int_attention_uniform,
+         testing.attention_uniform_case(1, 2, 67, 80, gen, peak=0.05)),
     ]
 
 

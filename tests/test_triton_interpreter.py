@@ -29,7 +29,7 @@ from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 IN_PROCESS = CUDA or isinstance(tl.standard.sum, InterpretedFunction)
 
 import triton_kernels  # noqa: E402
-from triton_kernels import attention, attn_v, gemm, layernorm, softmax  # noqa: E402
+from triton_kernels import attention, attention_uniform, attn_v, gemm, layernorm, softmax  # noqa: E402
 
 from fqvit_kernels import params, reference as ref, testing  # noqa: E402
 
@@ -401,6 +401,15 @@ def test_gpu_layernorm(m, c, gen):
 @pytest.mark.parametrize("d", [32, 64, 80, 128])
 def test_gpu_int_attention(n, d, gen):
     _check_attention(testing.attention_case(2, 3, n, d, gen))
+
+
+@needs_gpu
+@pytest.mark.parametrize("n", [1, 50, 197, 577, 1025])
+@pytest.mark.parametrize("d", [32, 64, 80, 128])
+def test_gpu_int_attention_uniform(n, d, gen):
+    got = _run(testing.attention_uniform_case(2, 3, n, d, gen), attention_uniform.int_attention_uniform)
+    assert got.transpose(1, 2).is_contiguous(), "output memory must be [B, N, H, D]"
+    _run(testing.attention_uniform_case(1, 2, n, d, gen, peak=0.05), attention_uniform.int_attention_uniform)
 
 
 @needs_gpu
