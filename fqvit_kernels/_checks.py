@@ -81,10 +81,23 @@ def _readable(t: torch.Tensor) -> bool:
 # storage address (reading the contents would be the synchronisation the cache avoids), and the
 # kernels stay free of undefined behaviour whatever the values.
 _PASSED = WeakIdKeyDictionary()
+# Tensors owned by a converted quantized module (track_by_version): their CPU fingerprint is the
+# version counter and storage address too, as on a GPU, so a converted model's calls cost no CRC.
+# Any in-place op on such a tensor bumps its version and brings the checks back.
+_VERSION_TRACKED = WeakIdKeyDictionary()
+
+
+def track_by_version(tensors: Iterable[torch.Tensor]) -> None:
+    """Fingerprint these tensors by version counter and storage address only (no CRC of the
+    contents on the CPU): for the parameters of converted modules, which are written only by
+    in-place ops (which bump the version) or by loading (which re-registers them)."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and _readable(t):
+            _VERSION_TRACKED[t] = True
 
 
 def _fingerprint(t: torch.Tensor):
-    if t.device.type != "cpu":
+    if t.device.type != "cpu" or t in _VERSION_TRACKED:
         return (t._version, t.data_ptr())
     data = t.detach().contiguous()
     return (t._version, t.data_ptr(), zlib.crc32(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else 0)

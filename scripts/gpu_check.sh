@@ -55,6 +55,37 @@ else
   SUMMARY+=("SKIP  memcheck, racecheck (compute-sanitizer not found)")
 fi
 
+# CUDA graphs: a ViT-B int model (both presets) captured at batch 1, replayed bit-identically to
+# eager for two inputs (tests/test_deployment.py covers a tiny model the same way).
+step cuda_graph 300 python - <<'PY'
+import timm, torch, warnings
+warnings.simplefilter("ignore")
+from fqvit_kernels.nn import quantize_model
+torch.manual_seed(0)
+vit = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+calib = [torch.randn(4, 3, 224, 224) for _ in range(2)]
+for preset in ("fqvit-8/8/4", "fqvit-8/8/8"):
+    model = quantize_model(vit, calib, preset, progress=False).to("cuda")
+    x = torch.randn(1, 3, 224, 224, device="cuda")
+    eager = model(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(x)
+    graph.replay()
+    assert torch.equal(out, eager), preset
+    other = torch.randn(1, 3, 224, 224, device="cuda")
+    x.copy_(other)
+    graph.replay()
+    assert torch.equal(out, model(other)), preset
+    print(preset, "ViT-B batch 1: CUDA graph replay bit-identical to eager")
+PY
+
 # Side-by-side timings on this card (median ms, triton.testing.do_bench): each Triton op with its
 # int32 fast paths and forced onto the general int64 paths (what FQVIT_TRITON_FALLBACK=1 selects),
 # next to the float baselines. A quick look; the real benchmark is bench/run.py.

@@ -74,8 +74,11 @@ def test_ptf_keeps_narrow_channels_that_minmax_loses(gen):
     # MinMax: one step of (range / 255) ~ 1.2 units against narrow channels of std 0.5: they are lost
     # (measured 6-8 dB over random draws).
     assert report["minmax"][0] < 11.0
-    # PTF: the narrow channels keep the finest scale (alpha 0), 8x finer, >= 15 dB better.
-    assert (alpha[narrow] == 0).all() and (alpha[list(WIDE)] >= 1).all() and alpha[2] == 3
+    # PTF: the narrow channels keep the finest scale (alpha 0), 8x finer, >= 15 dB better. The wide
+    # channels take coarser ones, except that channel 0 (20x) may keep alpha 0 when the widest
+    # channel (100x) draws an outlier that stretches the shared range until channel 0 fits into 1/8
+    # of it (about one draw in 800; PTF then rightly prefers the finer step).
+    assert (alpha[narrow] == 0).all() and (alpha[[1, 2, 3]] >= 1).all() and alpha[2] == 3
     assert report["ptf"][0] > report["minmax"][0] + 15.0
     assert report["ptf"][1] > report["minmax"][1] + 10.0
     # With the LN output on its 8-bit grid (whose range the wide channels set), the integer

@@ -22,18 +22,17 @@ core is ``torch.ops.fqvit.int_attention_uniform``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops, params, reference
+from .. import params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
 from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
-                     set_calibration, set_mode)
+                     set_calibration, set_mode, track_buffers)
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block", "release_float_weights"]
 
@@ -103,7 +102,7 @@ class QuantSoftmax(QuantModule):
 
     def forward(self, x: torch.Tensor, score_quantizer: QAct) -> torch.Tensor:
         """Softmax of the scores ``x`` (on ``score_quantizer``'s grid) along the last dim."""
-        if self.lis and bool(score_quantizer.calibrated) and (self.mode != "float" or self.calibrating):
+        if self.lis and score_quantizer.is_calibrated and (self.mode != "float" or self.calibrating):
             # Also in the last calibration batch, once qact_attn1 has its scale (as in FQ-ViT).
             return log_int_softmax_float(x, score_quantizer.scale.reshape(()), self.bits)
         return self.qact(x.softmax(dim=-1))
@@ -183,7 +182,7 @@ class QuantAttention(QuantModule):
             score_zp=self.qact_attn1.stored_zero_point,
             out_multiplier=int(self.out_multiplier), out_shift=int(self.out_shift),
             out_zp=self.qact2.stored_zero_point,
-            softmax_zp=int(self.softmax.qact.zero_point.item()),
+            softmax_zp=self.softmax.qact.code_zero_point,
             inv_softmax_multiplier=int(self.inv_softmax_multiplier), inv_softmax_shift=int(self.inv_softmax_shift),
         )
 
@@ -325,7 +324,6 @@ class QuantTimmVitBlock(QuantModule):
         self.qact4 = QAct(dim, ln_kind, config, "qact4")
         self.float_io = False
         self._ints: Optional[dict] = None
-        self._params_checked = False
         self.register_load_state_dict_post_hook(_after_load)
 
     @classmethod
@@ -345,7 +343,12 @@ class QuantTimmVitBlock(QuantModule):
 
     def _drop_int_cache(self) -> None:
         self._ints = None
-        self._params_checked = False
+
+    def prepare_int(self) -> None:
+        """Fix the int forward's Python parameters (zero points, multipliers, shifts) from the
+        buffers, so that the forward reads no tensor on the host; called by :meth:`convert` and after
+        ``load_state_dict``. A no-op before calibration."""
+        self._ints = self._compute_int_params() if self.calibrated and self.input_quantizer.is_calibrated else None
 
     def set_mode(self, mode: str) -> "QuantTimmVitBlock":
         """Switch this block (and its own input quantizer) to ``float``, ``fake`` or ``int``."""
@@ -355,7 +358,7 @@ class QuantTimmVitBlock(QuantModule):
     @property
     def calibrated(self) -> bool:
         """Whether every quantizer of the block has its parameters."""
-        return all(bool(m.calibrated) for m in self.modules() if isinstance(m, QAct)
+        return all(m.is_calibrated for m in self.modules() if isinstance(m, QAct)
                    and not (m is self.attn.softmax.qact and self.attn.lis))
 
     # -- forward ---------------------------------------------------------------------------------
@@ -377,21 +380,24 @@ class QuantTimmVitBlock(QuantModule):
         return self.qact4(x)
 
     def _require_calibrated(self) -> None:
-        if not self.calibrated or not bool(self.input_quantizer.calibrated):
+        if not self.calibrated or not self.input_quantizer.is_calibrated:
             raise NotCalibratedError("QuantTimmVitBlock is not calibrated: run calibrate() (or quantize_model) "
                                      "before an int or fake forward")
 
     def _int_params(self) -> dict:
         if self._ints is None:
             self._require_calibrated()
-            ints = self.attn.int_params()
-            ints.update(in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
-                        qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
-                        qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
-                        gelu_cell_bits=int(self.mlp.gelu_cell_bits),
-                        mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
-            self._ints = ints
+            self._ints = self._compute_int_params()
         return self._ints
+
+    def _compute_int_params(self) -> dict:
+        ints = self.attn.int_params()
+        ints.update(in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
+                    qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
+                    qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
+                    gelu_cell_bits=int(self.mlp.gelu_cell_bits),
+                    mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
+        return ints
 
     def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
         ints = self._int_params()
@@ -405,13 +411,12 @@ class QuantTimmVitBlock(QuantModule):
         if x.dim() != 3 or x.shape[-1] != self.dim or x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"expected x of shape [B >= 1, N >= 1, {self.dim}], got {tuple(x.shape)}")
         b, n, c = x.shape
-        # The ops' value checks read the (constant) parameters; once one call has passed them, later
-        # calls skip them (no device sync per op). Any int8 input is valid.
-        checks = contextlib.nullcontext() if not self._params_checked else ops.value_checks(False)
-        with torch.no_grad(), checks:
-            out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints)
-        self._params_checked = True
-        out = out.view(b, n, c)
+        # The ops' value checks read the (constant) parameters on the first call only: the buffers
+        # are fingerprinted by version counter (_checks.track_by_version), so later calls read
+        # nothing on the host. Any int8 input is valid. (No torch.no_grad() here: integer tensors
+        # carry no autograd history, and a grad-mode switch would wrap torch.export's graph in a
+        # higher-order op that its serialiser refuses.)
+        out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints).view(b, n, c)
         return self.qact4.dequantize_int(out) if self.float_io else out
 
     def _int_body(self, x: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
@@ -446,9 +451,10 @@ class QuantTimmVitBlock(QuantModule):
         mlp.convert(self.qact3)
         _convert_linear(mlp.fc2, mlp.qact1, float(mlp.qact2.scale), mlp.qact1.stored_zero_point)
         _convert_residual(mlp.fc2, mlp.qact2, self.qact2, self.qact4)
-        self._drop_int_cache()
         if not keep_float_weights:
             release_float_weights(self)
+        self.prepare_int()
+        track_buffers(self)
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False,
@@ -465,7 +471,12 @@ class QuantTimmVitBlock(QuantModule):
 
 def _after_load(module, incompatible_keys) -> None:
     # A module-level function, not a lambda: a quantized module must stay picklable (torch.save).
+    # A block inside a model has its input quantizer outside itself (loaded later, maybe): the
+    # model's own hook prepares its blocks.
     module._drop_int_cache()
+    if module.qact0 is not None:
+        module.prepare_int()
+    track_buffers(module)
 
 
 def release_float_weights(root: nn.Module) -> None:

@@ -25,7 +25,7 @@ from ..quant.config import QuantConfig
 from ..quant.observers import Observer, make_observer
 from ..quant.quantizers import fake_quantize, int_layernorm_float, quantize_weight
 
-__all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode", "set_calibration",
+__all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode", "set_calibration", "track_buffers",
            "NotCalibratedError", "FloatWeightsUnavailableError", "UnsupportedModelError"]
 
 MODES = ("float", "fake", "int")
@@ -46,13 +46,43 @@ class FloatWeightsUnavailableError(RuntimeError):
 
 
 class QuantModule(nn.Module):
-    """Mixin holding the mode and calibration flags (set model-wide by :func:`set_mode`)."""
+    """Mixin holding the mode and calibration flags (set model-wide by :func:`set_mode`).
+
+    Quantized modules keep float32 scales and integer parameters: ``.half()``, ``.bfloat16()``,
+    ``.double()`` and ``.to(dtype)`` raise ``TypeError`` instead of corrupting them; device moves
+    (``.to(device)``, ``.cuda()``, ``.cpu()``) are fine and keep every bit.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.mode = "float"
         self.calibrating = False
         self.last_batch = False
+
+    def _apply(self, fn, recurse=True):
+        probe = fn(torch.zeros((), dtype=torch.float32))
+        if isinstance(probe, torch.Tensor) and probe.dtype != torch.float32:
+            raise TypeError(
+                f"{type(self).__name__} keeps float32 scales and int8/int32/int64 integer parameters; a dtype "
+                f"change (.half(), .bfloat16(), .double(), .to({probe.dtype})) would break them. Move it between "
+                "devices with .to(device); give it inputs of any float dtype (images are converted to float32)")
+        out = super()._apply(fn, recurse)
+        track_buffers(self, recurse=False)  # the moved buffers are new tensors
+        return out
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        track_buffers(self, recurse=False)  # copy.deepcopy, pickle: new tensors
+
+
+def track_buffers(module: nn.Module, recurse: bool = True) -> None:
+    """Let the op checks fingerprint ``module``'s buffers by version counter instead of a CRC of
+    their contents (:func:`fqvit_kernels._checks.track_by_version`): a converted module's integer
+    parameters are written only by in-place ops or loading, so its forwards then read no parameter
+    on the host after their first call."""
+    from .._checks import track_by_version
+
+    track_by_version(module.buffers(recurse=recurse))
 
 
 def set_mode(root: nn.Module, mode: str) -> None:
@@ -104,6 +134,12 @@ class QAct(QuantModule):
         self.register_buffer("scale", torch.ones(channels if kind == "ptf" else 1, dtype=torch.float32))
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.float32))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        # The same state as Python values, read by the forwards: no tensor is read on the host there
+        # (torch.compile(fullgraph=True), torch.export and CUDA graphs need that). Kept in step with
+        # the buffers by set_params and after load_state_dict.
+        self.is_calibrated = False
+        self.code_zero_point = 0
+        self.register_load_state_dict_post_hook(_sync_qact)
 
     @property
     def per_channel(self) -> bool:
@@ -113,7 +149,14 @@ class QAct(QuantModule):
     @property
     def stored_zero_point(self) -> int:
         """The zero point in the int8 storage domain of the ops (``code - 128``)."""
-        return int(self.zero_point.item()) - 2 ** (self.bits - 1)
+        return self.code_zero_point - 2 ** (self.bits - 1)
+
+    def sync_python_state(self) -> None:
+        """Read ``calibrated`` and ``zero_point`` from the buffers into :attr:`is_calibrated` and
+        :attr:`code_zero_point` (done after ``load_state_dict``; call it after writing the buffers
+        directly)."""
+        self.is_calibrated = bool(self.calibrated)
+        self.code_zero_point = int(self.zero_point.item())
 
     def channel_scale(self, channels: int) -> torch.Tensor:
         """The scale as a float64 vector of length ``channels`` (a scalar scale is repeated)."""
@@ -122,7 +165,7 @@ class QAct(QuantModule):
 
     def require_calibrated(self) -> None:
         """Raise :class:`NotCalibratedError` if the parameters are not set yet."""
-        if not bool(self.calibrated):
+        if not self.is_calibrated:
             raise NotCalibratedError(f"{self.name} has no quantization parameters: calibrate the model "
                                      "(quantize_model / QuantTimmVitBlock.calibrate) before a fake or int forward")
 
@@ -134,6 +177,7 @@ class QAct(QuantModule):
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point.detach().to(torch.float32).reshape(()))
         self.calibrated.fill_(True)
+        self.sync_python_state()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Observe (while calibrating); fake-quantize in ``fake`` mode, identity in ``float``."""
@@ -149,17 +193,22 @@ class QAct(QuantModule):
     def quantize_int(self, x: torch.Tensor) -> torch.Tensor:
         """Float → int8 codes on this grid with ``torch.ops.fqvit.quantize``."""
         self.require_calibrated()
-        scale = self.scale if self.per_channel else self.scale.reshape(())
-        return torch.ops.fqvit.quantize(x.contiguous(), scale.to(x.device), self.stored_zero_point)
+        # The scale buffer itself (one value, or one per channel), not a view: the op's check of it
+        # is then remembered across calls (a new view each call would be checked each time).
+        return torch.ops.fqvit.quantize(x.detach().contiguous(), self.scale.to(x.device), self.stored_zero_point)
 
     def dequantize_int(self, x: torch.Tensor) -> torch.Tensor:
         """int8 codes on this grid → float32 with ``torch.ops.fqvit.dequantize``."""
         self.require_calibrated()
-        scale = self.scale if self.per_channel else self.scale.reshape(())
-        return torch.ops.fqvit.dequantize(x.contiguous(), scale.to(x.device), self.stored_zero_point)
+        return torch.ops.fqvit.dequantize(x.contiguous(), self.scale.to(x.device), self.stored_zero_point)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, bits={self.bits}, channels={self.scale.numel()}"
+
+
+def _sync_qact(module: "QAct", incompatible_keys) -> None:
+    # A module-level function, not a lambda: quantized modules stay picklable (torch.save).
+    module.sync_python_state()
 
 
 class QuantLinear(QuantModule):

@@ -25,7 +25,8 @@ from ..quant.config import QuantConfig, get_config
 from .block import (QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int,
                     release_float_weights, run_calibration)
 from ._memory import release_freed_memory, releasing_after_each
-from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError, set_mode
+from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError, set_mode,
+                     track_buffers)
 
 __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -99,7 +100,8 @@ def _build_vit(arch: Dict[str, object]) -> nn.Module:
 
 def _after_load(module, incompatible_keys) -> None:
     # A module-level function, not a lambda: a quantized model must stay picklable (torch.save).
-    module._ints = None
+    # Runs after every child is loaded (and its Python state synced): prepare the int forwards.
+    module.prepare_int()
 
 
 class QuantVisionTransformer(QuantModule):
@@ -149,7 +151,7 @@ class QuantVisionTransformer(QuantModule):
     @property
     def calibrated(self) -> bool:
         """Whether every quantizer has its parameters."""
-        return (bool(self.qact1.calibrated) and bool(self.qact2.calibrated) and bool(self.act_out.calibrated)
+        return (self.qact1.is_calibrated and self.qact2.is_calibrated and self.act_out.is_calibrated
                 and all(b.calibrated for b in self.blocks))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -193,23 +195,37 @@ class QuantVisionTransformer(QuantModule):
         x = self.qact2(x)
         return self.act_out(self.head(x))
 
+    def prepare_int(self) -> None:
+        """Fix every int forward's Python parameters from the buffers (the blocks' too) and track the
+        buffers by version, so that the int forward reads no tensor on the host (torch.compile with
+        ``fullgraph=True``, torch.export, CUDA graphs); called by :meth:`convert` and after
+        ``load_state_dict``. A no-op before calibration."""
+        for blk in self.blocks:
+            blk.prepare_int()
+        self._ints = self._compute_int_params() if self.calibrated else None
+        track_buffers(self)
+
+    def _compute_int_params(self) -> dict:
+        return dict(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
+                    qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
+
     def _int_params(self) -> dict:
         if self._ints is None:
             if not self.calibrated:
                 raise NotCalibratedError("the model is not calibrated: use quantize_model(...) or load_quantized(...)")
-            self._ints = dict(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
-                              qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
+            self._ints = self._compute_int_params()
         return self._ints
 
-    @torch.no_grad()
     def forward_int_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Blocks in ``int`` mode on int8 tokens ``[B, N, C]`` (on ``qact1``'s grid); int8 output."""
         for blk in self.blocks:
             x = blk(x)
         return x
 
-    @torch.no_grad()
     def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        # Integer tensors carry no autograd history, and quantize_int detaches its float input: no
+        # torch.no_grad() needed (it would wrap torch.export's graph in a higher-order op that the
+        # exported program's serialiser refuses).
         ints = self._int_params()
         x = self.forward_int_tokens(self.qact1.quantize_int(x))
         cls = x[:, 0].contiguous()
@@ -227,9 +243,9 @@ class QuantVisionTransformer(QuantModule):
             blk.convert(keep_float_weights=True)
         convert_layernorm(self.norm, self.blocks[-1].qact4, self.qact2)
         _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)
-        self._ints = None
         if not keep_float_weights:
             release_float_weights(self)
+        self.prepare_int()
 
 
 def _batches(calib_data) -> list:
