@@ -11,7 +11,7 @@ import zlib
 from typing import Iterable, Optional, Sequence
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
+import weakref
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -80,11 +80,42 @@ def _readable(t: torch.Tensor) -> bool:
 # contents (a fraction of the cost of the check itself); on a GPU it is the version counter and the
 # storage address (reading the contents would be the synchronisation the cache avoids), and the
 # kernels stay free of undefined behaviour whatever the values.
-_PASSED = WeakIdKeyDictionary()
+class _ByIdentity:
+    """A mapping keyed by tensor identity that does not keep its keys alive: a plain dict on
+    ``id()`` with a weak reference to tell a live key from a new object at a recycled address. A
+    lookup costs a dict access and a call, far less than a WeakIdKeyDictionary lookup (which builds
+    a weak reference every time); the checks below run several times per op call."""
+
+    def __init__(self):
+        self._items = {}
+
+    def get(self, t, default=None):
+        entry = self._items.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else default
+
+    def __contains__(self, t) -> bool:
+        entry = self._items.get(id(t))
+        return entry is not None and entry[0]() is t
+
+    def __setitem__(self, t, value) -> None:
+        key, items = id(t), self._items
+        entry = items.get(key)
+        if entry is not None and entry[0]() is t:
+            items[key] = (entry[0], value)
+            return
+
+        def forget(ref, key=key):
+            current = items.get(key)
+            if current is not None and current[0] is ref:
+                del items[key]
+        items[key] = (weakref.ref(t, forget), value)
+
+
+_PASSED = _ByIdentity()
 # Tensors owned by a converted quantized module (track_by_version): their CPU fingerprint is the
 # version counter and storage address too, as on a GPU, so a converted model's calls cost no CRC.
 # Any in-place op on such a tensor bumps its version and brings the checks back.
-_VERSION_TRACKED = WeakIdKeyDictionary()
+_VERSION_TRACKED = _ByIdentity()
 
 
 def track_by_version(tensors: Iterable[torch.Tensor]) -> None:
@@ -150,7 +181,7 @@ def positive_finite(name: str, t: torch.Tensor) -> None:
 
 # Facts about parameter values that select a kernel variant (``every shift >= 33`` picks an int32
 # epilogue). Same fingerprint as the checks above, so a GPU reads the values once per tensor.
-_FACTS = WeakIdKeyDictionary()
+_FACTS = _ByIdentity()
 
 
 def cached_fact(t: torch.Tensor, key, compute, also=()) -> Optional[bool]:

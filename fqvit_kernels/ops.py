@@ -689,12 +689,18 @@ def register_backend(name: str, device_type: str, impl: Callable[..., torch.Tens
     # The dispatcher drops trailing arguments equal to their schema defaults before calling a
     # kernel; bind against the op's own signature to hand every argument to check and impl.
     signature = inspect.signature(getattr(ref, name))
+    defaults = tuple(p.default for p in signature.parameters.values())
+    count = len(defaults)
 
     def kernel(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        check(*bound.args)
-        return impl(*bound.args)
+        if not kwargs and len(args) <= count and inspect.Parameter.empty not in defaults[len(args):]:
+            args = args + defaults[len(args):]  # the common case, without inspect's binding (per call)
+        else:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            args = bound.args
+        check(*args)
+        return impl(*args)
 
     kernel.__name__ = f"{name}_{label}"
     OPS[name].register_kernel(device_type, kernel)
