@@ -43,6 +43,7 @@ class Mutant(NamedTuple):
 M = Mutant
 REF, PAR, OBS, QNT = "fqvit_kernels/reference.py", "fqvit_kernels/params.py", "fqvit_kernels/quant/observers.py", \
     "fqvit_kernels/quant/quantizers.py"
+DEPLOY = "tests/test_deployment.py"
 BLK, LAY, MOD, OPS = "fqvit_kernels/nn/block.py", "fqvit_kernels/nn/layers.py", "fqvit_kernels/nn/model.py", \
     "fqvit_kernels/ops.py"
 TAU, UNI = "triton_kernels/attention_uniform.py", "tests/test_int_attention_uniform.py"
@@ -120,9 +121,16 @@ MUTANTS: List[Mutant] = [
       "norm2 with the wrong input zero point"),
     M("N3", BLK, "    lin.residual_multiplier.copy_(m_r)", "    lin.residual_multiplier.copy_(m_b)", ["tests/test_quant_block.py"],
       "residual multiplier from the branch ratio"),
-    M("N4", LAY, "        return int(self.zero_point.item()) - 2 ** (self.bits - 1)",
-      "        return int(self.zero_point.item()) - 2 ** (self.bits - 1) + 1", ["tests/test_quant_block.py"],
+    M("N4", LAY, "        self.code_zero_point = int(self.zero_point.item())",
+      "        self.code_zero_point = int(self.zero_point.item()) + 1", ["tests/test_quant_block.py"],
       "stored zero point off by one"),
+    M("N8", LAY, "        return self.code_zero_point - 2 ** (self.bits - 1)",
+      "        return int(self.zero_point.item()) - 2 ** (self.bits - 1)", [DEPLOY],
+      "zero point read from the buffer in the forward (a host read per call)"),
+    M("N9", LAY, "        if isinstance(probe, torch.Tensor) and probe.dtype != torch.float32:",
+      "        if False:", [DEPLOY], "dtype casts of a quantized model accepted"),
+    M("N10", BLK, "        self._ints = self._compute_int_params() if self.calibrated and self.input_quantizer.is_calibrated else None",
+      "        self._ints = None", [DEPLOY], "a block's int parameters read from its buffers inside the forward"),
     M("N5", MOD, "        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)",
       "        _convert_linear(self.head, self.qact2, float(self.qact2.scale), self.qact2.stored_zero_point)",
       ["tests/test_quant_model.py"], "head requantized onto the wrong grid"),
