@@ -218,6 +218,9 @@ MUTANTS: List[Mutant] = [
     M("C7", CSA, "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult) + den) / den2;",
       "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult)) / den2;", [UNI],
       "C++ uniform attention: codes floored"),
+    M("C9", CGE, "      epilogue(acc_p + begin * n, r0 + begin, end - begin, index.data());",
+      "      epilogue(acc_p + begin * n, begin, end - begin, index.data());", ["tests/test_cpp_backend.py"],
+      "C++ int8_linear panels: epilogue rows not offset by the panel"),
     M("C8", CSA, "      if (any_hi)  // only", "      if (false)  // only", [UNI],
       "C++ uniform attention: the high digit's GEMM always skipped"),
 ]

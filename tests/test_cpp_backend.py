@@ -78,6 +78,20 @@ def test_int8_gemms_ragged(m, gen):
             check("int8_linear", case.args, f"{epilogue} M={m} N={n} K={k}")
 
 
+@pytest.mark.parametrize("m", [2049, 4097 + 7])
+def test_int8_linear_in_row_panels(m, gen):
+    """Tall, wide products (M > 2048, N >= 1024) run as equal row panels, each GEMM followed by its
+    epilogue: ragged panel counts, every epilogue, the residual rows and the strided x rows indexed
+    per panel."""
+    for epilogue in ("plain", "gelu", "residual"):
+        case = testing.linear_case(m, 1024 + 3, 16, gen, epilogue)
+        check("int8_linear", case.args, f"{epilogue} M={m}")
+    case = testing.linear_case(m, 1030, 16, gen, "residual")
+    args = list(case.args)
+    args[0] = torch.cat([args[0], args[0]], 1)[:, ::2]  # strided x
+    check("int8_linear", tuple(args), "strided x in panels")
+
+
 def test_int8_gemms_strided_inputs(gen):
     x = _int8(gen, 40, 2 * 37)[:, ::2]
     weight = _int8(gen, 37, 24).t()  # [24, 37], column-major
