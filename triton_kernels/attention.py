@@ -64,6 +64,27 @@ def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_
 
 
 @triton.jit
+def _score_row_max(q, q_corr, k_base, N, offs_n, offs_d, d_ok, stride_kn, zero_point, score_mult, score_shift,
+                   score_zero_point, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Pass 1 of the fused attentions: the row max of the scores over all key tiles. The score
+    requantization is monotone non-decreasing in the accumulator (multiplier >= 0, and every
+    rounding step is monotone), so max_j s_ij = requant(max_j acc_ij): an int32 max per score and
+    one int64 requantization per row."""
+    acc_floor = tl.full((BLOCK_M,), -2147483648, tl.int32)
+    acc_max = acc_floor
+    for n0 in range(0, N, BLOCK_N):
+        keys = n0 + offs_n
+        n_ok = keys < N
+        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
+                     mask=d_ok[:, None] & n_ok[None, :], other=0)
+        acc = tl.dot(q, kt, out_dtype=tl.int32) - zero_point * tl.sum(kt.to(tl.int32), axis=0)[None, :]
+        acc = tl.where(n_ok[None, :], acc, acc_floor[:, None])
+        acc_max = tl.maximum(acc_max, tl.max(acc, axis=1))
+    return requantize_float32((acc_max + q_corr).to(tl.int64), score_mult, score_shift,
+                              score_zero_point).to(tl.int32)
+
+
+@triton.jit
 def _lis_code4_float32(exps, total_f32):
     """4-bit LIS code (16: masked) the way FQ-ViT computes it, in float32 hardware: ``R =
     round(fl32(E) / e)`` with IEEE division (exact when every exponent is a float32 integer, which
@@ -180,21 +201,9 @@ def _int_attention_kernel(
                 mask=m_ok[:, None] & d_ok[None, :], other=0)
     q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
 
-    # Pass 1: row max. The score requantization is monotone non-decreasing in the accumulator
-    # (multiplier >= 0, and every rounding step is monotone), so max_j s_ij = requant(max_j acc_ij):
-    # an int32 max per score and one int64 requantization per row.
-    acc_floor = tl.full((BLOCK_M,), -2147483648, tl.int32)
-    acc_max = acc_floor
-    for n0 in range(0, N, BLOCK_N):
-        keys = n0 + offs_n
-        n_ok = keys < N
-        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
-                     mask=d_ok[:, None] & n_ok[None, :], other=0)
-        acc = tl.dot(q, kt, out_dtype=tl.int32) - zero_point * tl.sum(kt.to(tl.int32), axis=0)[None, :]
-        acc = tl.where(n_ok[None, :], acc, acc_floor[:, None])
-        acc_max = tl.maximum(acc_max, tl.max(acc, axis=1))
-    row_max = requantize_float32((acc_max + q_corr).to(tl.int64), score_mult, score_shift,
-                                 score_zero_point).to(tl.int32)
+    # Pass 1: row max.
+    row_max = _score_row_max(q, q_corr, k_base, N, offs_n, offs_d, d_ok, stride_kn, zero_point, score_mult,
+                             score_shift, score_zero_point, BLOCK_M, BLOCK_N)
 
     # Pass 2: the int64 exponent sum.
     total = tl.zeros((BLOCK_M,), tl.int64)

@@ -26,7 +26,7 @@ from fqvit_kernels.ops import _attention_output
 
 from ._common import configs, device_guard
 from ._intmath import requantize_float32
-from .attention import _GPU_CONFIGS, _INTERPRETER_CONFIG, _score_tile, _unit_last_stride, head_block
+from .attention import _GPU_CONFIGS, _INTERPRETER_CONFIG, _score_row_max, _score_tile, _unit_last_stride, head_block
 
 
 @triton.jit
@@ -70,18 +70,8 @@ def _int_attention_uniform_kernel(
     q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
 
     # Pass 1: row max of the int32 accumulators, requantized once per row.
-    acc_floor = tl.full((BLOCK_M,), -2147483648, tl.int32)
-    acc_max = acc_floor
-    for n0 in range(0, N, BLOCK_N):
-        keys = n0 + offs_n
-        n_ok = keys < N
-        kt = tl.load(k_base + keys.to(tl.int64)[None, :] * stride_kn + offs_d[:, None],
-                     mask=d_ok[:, None] & n_ok[None, :], other=0)
-        acc = tl.dot(q, kt, out_dtype=tl.int32) - zero_point * tl.sum(kt.to(tl.int32), axis=0)[None, :]
-        acc = tl.where(n_ok[None, :], acc, acc_floor[:, None])
-        acc_max = tl.maximum(acc_max, tl.max(acc, axis=1))
-    row_max = requantize_float32((acc_max + q_corr).to(tl.int64), score_mult, score_shift,
-                                 score_zero_point).to(tl.int32)
+    row_max = _score_row_max(q, q_corr, k_base, N, offs_n, offs_d, d_ok, stride_kn, zero_point, score_mult,
+                             score_shift, score_zero_point, BLOCK_M, BLOCK_N)
 
     # Pass 2: E = sum_j e_j (int64; at most N * 2**20).
     total = tl.zeros((BLOCK_M,), tl.int64)
