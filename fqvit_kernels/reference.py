@@ -460,8 +460,9 @@ def float32_ratio(total: torch.Tensor, exps: torch.Tensor) -> torch.Tensor:
     low = quot & ((torch.ones_like(p) << p) - 1)
     half = torch.where(p > 0, torch.ones_like(p) << torch.clamp(p - 1, min=0), torch.zeros_like(p))
     odd = ((quot >> p) & 1) == 1
+    # (Comparisons of 2 * r with e are written r against e - r: r < e < 2**63, so 2 * r may overflow.)
     up_int = torch.where(p > 0, (low > half) | ((low == half) & ((rem > 0) | odd)),
-                         (2 * rem > exps) | ((2 * rem == exps) & odd))
+                         (rem > exps - rem) | ((rem == exps - rem) & odd))
     big = ((quot >> p) + up_int.to(torch.int64)) << p
     # Shorter quotients keep f = 24 - bits fraction bits: long division, one bit at a time. (A
     # quotient below 1, possible when fl32(E) rounds below an e that is not a float32, is at least
@@ -471,11 +472,10 @@ def float32_ratio(total: torch.Tensor, exps: torch.Tensor) -> torch.Tensor:
     r = rem.clone()
     for i in range(FLOAT32_BITS):
         active = i < frac_bits
-        r2 = 2 * r
-        bit = (r2 >= exps) & active
+        bit = (r >= exps - r) & active
         fixed = torch.where(active, 2 * fixed + bit.to(torch.int64), fixed)
-        r = torch.where(active, r2 - exps * bit.to(torch.int64), r)
-    up_frac = (2 * r > exps) | ((2 * r == exps) & ((fixed & 1) == 1))
+        r = torch.where(active, torch.where(bit, r - (exps - r), 2 * r), r)
+    up_frac = (r > exps - r) | ((r == exps - r) & ((fixed & 1) == 1))
     small = round_half_even_shift(fixed + up_frac.to(torch.int64), frac_bits)
     return torch.where(bits >= FLOAT32_BITS, big, small)
 

@@ -16,7 +16,7 @@ import torch
 
 import int_oracle as oracle
 from op_backends import on_every_backend
-from fqvit_kernels import testing
+from fqvit_kernels import reference as ref, testing
 
 
 def _tensor(rows, dtype):
@@ -410,3 +410,19 @@ def test_ptf_layernorm_dyadic_row_mean_is_floored(backend):
     expected = oracle.ptf_layernorm_dyadic(*ints)
     assert expected != oracle.ptf_layernorm_dyadic(*ints, mean_toward_zero=True), "the case no longer discriminates"
     _check(backend, "ptf_layernorm_dyadic", case.args, expected, torch.int8)
+
+
+def test_float32_ratio_is_exact_up_to_the_int64_limit(gen):
+    """The reference ratio against the exact oracle for sums from 2**62 to just below 2**63 and
+    exponents that need not be float32 integers (the kernels' threshold paths accept them): quotients
+    just below 1 (fl32(E) rounded under e), near 1, and large. The long division must not overflow
+    int64 (2 * r with r near 2**62 once did, giving 0 for a ratio of 1)."""
+    top = 2**63 - 2**40  # fl32(E) stays an int64
+    total = torch.randint(2**62, top, (64,), generator=gen, dtype=torch.int64)
+    total[0] = 2**62 + 12345678901  # fl32 rounds 12345678901 down: fl32(E) < E
+    exps = torch.stack([total, total - 1, total // 3, total // 65537 + 1,
+                        torch.randint(1, 2**20, (64,), generator=gen, dtype=torch.int64)], 1)
+    got = ref.float32_ratio(total[:, None].expand_as(exps), exps)
+    for i in range(exps.shape[0]):
+        for j in range(exps.shape[1]):
+            assert int(got[i, j]) == oracle.float32_ratio(int(total[i]), int(exps[i, j])), (i, j)
