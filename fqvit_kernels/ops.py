@@ -57,6 +57,10 @@ MAX_GELU_TABLE_LENGTH = 1 << 16
 MAX_GELU_CELL_BITS = ref.GELU_MAX_CELL_BITS
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+#: Largest LIS row sum E = sum of exponents: FQ-ViT rounds E to float32, and the float32 values
+#: around 2**63 are 2**63 - 2**39 and 2**63, so any larger E (from the midpoint 2**63 - 2**38 on,
+#: a tie going to the even 2**63) would round to 2**63, outside int64.
+MAX_LIS_ROW_SUM = 2**63 - 2**38 - 1
 
 # Per thread: a block that switches the checks off for its own calls must not switch them off for
 # another thread calling at the same time.
@@ -372,10 +376,11 @@ def _check_exp_table_values(exp_table: torch.Tensor, row_length: int) -> None:
         raise ValueError("exp_table entries must be float32-representable integers (at most 24 significant bits), "
                          "as FQ-ViT's float32 exponents are (see params.lis_exp_table)")
     top = int(exp_table.max())
-    if top * row_length > INT64_MAX:
+    if top * row_length > MAX_LIS_ROW_SUM:
         raise ValueError(
-            f"exp_table max {top} times {row_length} keys overflows int64: the score scale is too "
-            "small for this sequence length (see docs/numerics.md)"
+            f"exp_table max {top} times {row_length} keys overflows int64 (the row sum and its float32 "
+            "rounding must stay below 2**63): the score scale is too small for this sequence length "
+            "(see docs/numerics.md)"
         )
     if int(exp_table[:, 0].min()) <= 0:
         raise ValueError("exp_table[:, 0] (the row maximum's own exponent) must be > 0")

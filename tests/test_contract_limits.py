@@ -187,7 +187,7 @@ def test_exp_table_limits_both_sides(gen):
     t[5, 0] = 1
     torch.ops.fqvit.log_int_softmax(scores, t, bits)
     keys = 5
-    limit = (2**63 - 1) // keys  # largest total-safe maximum, rounded down to a float32 integer
+    limit = ops.MAX_LIS_ROW_SUM // keys  # largest total-safe maximum, rounded down to a float32 integer
     top = int(ref.round_to_float32(torch.tensor([limit]))[0])
     top = top if top <= limit else top - (1 << (top.bit_length() - 24))
     t = table.clone()

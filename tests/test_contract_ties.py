@@ -426,3 +426,22 @@ def test_float32_ratio_is_exact_up_to_the_int64_limit(gen):
     for i in range(exps.shape[0]):
         for j in range(exps.shape[1]):
             assert int(got[i, j]) == oracle.float32_ratio(int(total[i]), int(exps[i, j])), (i, j)
+
+
+def test_lis_row_sums_stay_where_their_float32_rounding_fits_int64():
+    """FQ-ViT rounds the exponent sum E to float32; from 2**63 - 2**38 on that rounds to 2**63,
+    which no int64 holds (the reference then wrapped to -2**63). The op accepts tables only up to
+    ops.MAX_LIS_ROW_SUM, where the rounding is still below 2**63, and the ratio there is exact."""
+    from fqvit_kernels import ops
+
+    edge = torch.tensor([ops.MAX_LIS_ROW_SUM, ops.MAX_LIS_ROW_SUM + 1], dtype=torch.int64)
+    rounded = ref.round_to_float32(edge)
+    assert int(rounded[0]) == 2**63 - 2**39 and int(rounded[1]) < 0  # the first past the limit wraps
+    e = torch.tensor([3], dtype=torch.int64)
+    assert int(ref.float32_ratio(edge[:1], e)[0]) == oracle.float32_ratio(ops.MAX_LIS_ROW_SUM, 3)
+    top = 2**62  # a float32 integer; two keys at the row max sum to 2**63: refused
+    table = torch.zeros(256, 256, dtype=torch.int64)
+    table[:, 0] = top
+    scores = torch.full((1, 2), 5, dtype=torch.int8)
+    with pytest.raises(ValueError, match="overflows int64"):
+        torch.ops.fqvit.log_int_softmax(scores, table, 4)

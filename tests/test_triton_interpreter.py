@@ -271,10 +271,12 @@ def test_lis_threshold_codes_exhaustive_small_sums():
 
 
 def _huge_table(n: int) -> torch.Tensor:
-    """An exponent table whose row sums reach the int64 limit for n keys (the validator's edge):
-    float32-representable entries, the largest just below (2**63 - 1) / n."""
-    top = int(ref.round_to_float32(torch.tensor((2**63 - 1) // n)))
-    while top * n >= 2**63:
+    """An exponent table whose row sums reach the validator's edge for n keys: float32-representable
+    entries, the largest at most ops.MAX_LIS_ROW_SUM / n (row sums just below 2**63 - 2**38)."""
+    from fqvit_kernels import ops
+
+    top = int(ref.round_to_float32(torch.tensor(ops.MAX_LIS_ROW_SUM // n)))
+    while top * n > ops.MAX_LIS_ROW_SUM:
         top = int(ref.round_to_float32(torch.tensor(top - (top >> 23))))
     row = ref.round_to_float32(torch.tensor([top >> min(d // 3, 63) for d in range(256)], dtype=torch.int64))
     return row.expand(256, 256).contiguous()
