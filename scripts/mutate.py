@@ -134,6 +134,8 @@ MUTANTS: List[Mutant] = [
     M("N5", MOD, "        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)",
       "        _convert_linear(self.head, self.qact2, float(self.qact2.scale), self.qact2.stored_zero_point)",
       ["tests/test_quant_model.py"], "head requantized onto the wrong grid"),
+    M("N11", OPS, "    if top * row_length > MAX_LIS_ROW_SUM:", "    if top * row_length > INT64_MAX:", [TIES],
+      "LIS row sums accepted up to 2**63 - 1 (their float32 rounding overflows)"),
     M("N6", OPS, "        chk.values_in_range(name, t, 1, max_shift)", "        chk.values_in_range(name, t, 1, max_shift + 1)",
       [LIMITS], "shift validation accepts 63"),
     M("N7", OPS, "    chk.int_in_range(f\"{prefix}_shift\", shift, 1, ref.MAX_FLOAT32_REQUANT_SHIFT)",

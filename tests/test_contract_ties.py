@@ -439,9 +439,21 @@ def test_lis_row_sums_stay_where_their_float32_rounding_fits_int64():
     assert int(rounded[0]) == 2**63 - 2**39 and int(rounded[1]) < 0  # the first past the limit wraps
     e = torch.tensor([3], dtype=torch.int64)
     assert int(ref.float32_ratio(edge[:1], e)[0]) == oracle.float32_ratio(ops.MAX_LIS_ROW_SUM, 3)
-    top = 2**62  # a float32 integer; two keys at the row max sum to 2**63: refused
+    # A float32-integer maximum whose N-fold sum lies past the limit but inside int64 (searched).
+    found = None
+    for n in range(2, 300):
+        low, high = ops.MAX_LIS_ROW_SUM // n + 1, (2**63 - 1) // n
+        top = int(ref.round_to_float32(torch.tensor(high)))
+        top = top if top <= high else top - (1 << (top.bit_length() - 24))
+        if low <= top <= high:
+            found = (n, top)
+            break
+    assert found is not None
+    n, top = found
     table = torch.zeros(256, 256, dtype=torch.int64)
     table[:, 0] = top
-    scores = torch.full((1, 2), 5, dtype=torch.int8)
+    scores = torch.full((1, n), 5, dtype=torch.int8)
     with pytest.raises(ValueError, match="overflows int64"):
         torch.ops.fqvit.log_int_softmax(scores, table, 4)
+    table[:, 0] = top - (1 << (top.bit_length() - 24))  # one float32 step lower: accepted, exact
+    testing.assert_equal(torch.ops.fqvit.log_int_softmax(scores, table, 4), ref.log_int_softmax(scores, table, 4))
