@@ -64,6 +64,33 @@ def _key_tile_exps(q, q_corr, k_base, keys, n_ok, offs_d, d_ok, stride_kn, zero_
 
 
 @triton.jit
+def _query_tile(q_ptr, k_ptr, v_ptr, H, N, D, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
+                stride_vh, zero_point, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (batch, head), its K and V bases, the offsets and masks, the int8 query tile
+    and its zero-point term ``D zp**2 - zp * sum(q)`` (shared by the fused attentions). The 1-D grid
+    keeps the query tiles of one (batch, head) adjacent so they share its K/V in L2; B * H may
+    exceed CUDA's 65535 limit on grid dims 1 and 2."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    pid_m = pid % num_m
+    pid_bh = pid // num_m
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N
+    d_ok = offs_d < D
+    q = tl.load(q_base + offs_m.to(tl.int64)[:, None] * stride_qn + offs_d[None, :],
+                mask=m_ok[:, None] & d_ok[None, :], other=0)
+    q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
+    return b, h, k_base, v_base, offs_m, offs_n, offs_d, m_ok, d_ok, q, q_corr
+
+
+@triton.jit
 def _score_row_max(q, q_corr, k_base, N, offs_n, offs_d, d_ok, stride_kn, zero_point, score_mult, score_shift,
                    score_zero_point, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Pass 1 of the fused attentions: the row max of the scores over all key tiles. The score
@@ -180,26 +207,9 @@ def _int_attention_kernel(
     zero_point, score_mult, score_shift, score_zero_point, out_mult, out_shift, out_zero_point,
     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr,
 ):
-    # 1-D grid, query tiles of one (batch, head) adjacent so they share its K/V in L2; B * H may
-    # exceed CUDA's 65535 limit on grid dims 1 and 2.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(N, BLOCK_M)
-    pid_m = pid % num_m
-    pid_bh = pid // num_m
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    q_base = q_ptr + b * stride_qb + h * stride_qh
-    k_base = k_ptr + b * stride_kb + h * stride_kh
-    v_base = v_ptr + b * stride_vb + h * stride_vh
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < N
-    d_ok = offs_d < D
-    q = tl.load(q_base + offs_m.to(tl.int64)[:, None] * stride_qn + offs_d[None, :],
-                mask=m_ok[:, None] & d_ok[None, :], other=0)
-    q_corr = D * zero_point * zero_point - zero_point * tl.sum(q.to(tl.int32), axis=1)
+    b, h, k_base, v_base, offs_m, offs_n, offs_d, m_ok, d_ok, q, q_corr = _query_tile(
+        q_ptr, k_ptr, v_ptr, H, N, D, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_vb, stride_vh,
+        zero_point, BLOCK_M, BLOCK_N, BLOCK_D)
 
     # Pass 1: row max.
     row_max = _score_row_max(q, q_corr, k_base, N, offs_n, offs_d, d_ok, stride_kn, zero_point, score_mult,
