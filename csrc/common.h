@@ -9,6 +9,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace fqvit {
@@ -65,39 +66,20 @@ inline int64_t round_to_float32(int64_t v) {
   return v < 0 ? -rounded : rounded;
 }
 
-// reference.float32_code: FQ-ViT's float32 quantizer round(x / s + zp) on the exact
-// x / s = value * 2**-shift (shift <= 52, |value| < 2**62); stored int8 code.
-inline int64_t float32_code(int64_t value, int64_t shift, int64_t zp) {
-  shift = shift_amount(shift, 1, 52);
-  const int64_t y = round_to_float32(value);
-  const int64_t u = round_to_float32(y + ((zp + 128) << shift));
-  return clamp64(round_half_even_shift(u, shift), 0, 255) - 128;
+// reference.float32_code in float32 hardware arithmetic (exact, and vectorizable): the int64 ->
+// float32 conversion rounds to nearest even like round_to_float32, the power-of-two scale 2**-shift
+// (shift <= 52, so no underflow for |value| >= 1) is exact, the float32 addition of zp + 128 rounds
+// like FQ-ViT's (a contracted multiply-add rounds the same: its product is exact), clamping to
+// [0, 255] before rounding equals clamping after (rounding is monotone, the bounds are integers),
+// and adding 2**23 rounds half to even. scale = float32_scale(shift), zp_f = zp + 128.
+inline float float32_scale(int64_t shift) {
+  return std::ldexp(1.0f, -int(shift_amount(shift, 1, 52)));
 }
-
-// The fast path of float32_code, for loops that must vectorize (two functions rather than a struct:
-// GCC does not vectorize a loop over a struct-returning call). With p = value + (zp + 128) * 2**shift
-// (u = p * 2**-shift, the unsigned pre-round value), half_unit = 2**(shift - 1) and window =
-// 2**(shift - 15) (0 below shift 15): float32_code_half_up is the code of u rounded half up, and
-// float32_near_tie is 1 when u lies within 2**-15 of a half-integer. Away from those, FQ-ViT's two
-// float32 roundings (each moves |y| < 512, u < 256 by less than 2**-16) cannot change the code; near
-// them the caller redoes float32_code.
-inline int64_t float32_code_half_up(int64_t p, int64_t shift) {
-  shift = shift_amount(shift, 1, 52);
-  return clamp64(((p >> (shift - 1)) + 1) >> 1, 0, 255) - 128;
-}
-inline int64_t float32_near_tie(int64_t p, int64_t shift, int64_t half_unit, int64_t window) {
-  shift = shift_amount(shift, 1, 52);
-  const int64_t h = p >> (shift - 1);             // 2u, floored
-  const int64_t below = p - (h << (shift - 1));   // [0, half_unit)
-  const int64_t distance = (h & 1) ? below : half_unit - below;
-  return distance <= window ? 1 : 0;
-}
-
-inline int64_t float32_window(int64_t shift) { return shift >= 15 ? int64_t(1) << (shift - 15) : 0; }
-
-// reference.requantize_float32: float32_code of acc * mult.
-inline int64_t requantize_float32(int64_t acc, int64_t mult, int64_t shift, int64_t zp) {
-  return float32_code(acc * mult, shift, zp);
+inline int32_t float32_code_hw(int64_t value, float scale, float zp_f) {
+  constexpr float kRound = 8388608.0f;  // 2**23
+  float u = float(value) * scale + zp_f;
+  u = u < 0.0f ? 0.0f : (u > 255.0f ? 255.0f : u);
+  return int32_t((u + kRound) - kRound) - 128;
 }
 
 // Exact int8 GEMM a [M, K] @ b [K, N] -> int32 [M, N] (operands may be strided views).

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -80,19 +81,14 @@ FQVIT_SIMD void row_gelu_index(const int32_t* FQVIT_R acc, const int64_t* FQVIT_
   }
 }
 
-// The residual epilogue rounds like FQ-ViT's float32 quantizer (float32_code): a vectorized pass
-// rounds half up and counts the outputs within 2**-15 of a half-integer, where a scalar pass redoes
-// them exactly (about 2**-14 of the outputs). zp_term, half_unit and window hold (final_zp + 128) <<
-// rshift, 2**(rshift - 1) and float32_window(rshift) per channel.
+// The residual epilogue rounds like FQ-ViT's float32 quantizer (reference.float32_code) in float32
+// hardware arithmetic (float32_code_hw, exact); scale and zp hold 2**-rshift per channel and
+// final_zp + 128.
 struct ResidualTerms {
-  std::vector<int64_t> zp_term, half_unit, window;
-  ResidualTerms(const int32_t* rshift, int64_t n, int64_t final_zp) : zp_term(n), half_unit(n), window(n) {
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t s = shift_amount(rshift[j], 1, 52);
-      zp_term[j] = (final_zp + 128) << s;
-      half_unit[j] = int64_t(1) << (s - 1);
-      window[j] = float32_window(s);
-    }
+  std::vector<float> scale;
+  float zp;
+  ResidualTerms(const int32_t* rshift, int64_t n, int64_t final_zp) : scale(n), zp(float(final_zp + 128)) {
+    for (int64_t j = 0; j < n; ++j) scale[j] = float32_scale(rshift[j]);
   }
 };
 
@@ -102,33 +98,13 @@ inline int64_t residual_mixed(int64_t acc, int64_t bias, int64_t mult, int64_t s
   return (branch - zp) * bmult + (res - res_zp) * rmult;
 }
 
-FQVIT_SIMD int64_t row_residual_fast(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias,
-                                     const int32_t* FQVIT_R mult, const int32_t* FQVIT_R shift, int64_t zp,
-                                     const int8_t* FQVIT_R res, int64_t res_zp, const int32_t* FQVIT_R bmult,
-                                     const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift,
-                                     const int64_t* FQVIT_R zp_term, const int64_t* FQVIT_R half_unit,
-                                     const int64_t* FQVIT_R window, int8_t* FQVIT_R out, int64_t n) {
-  int64_t near = 0;
+FQVIT_SIMD void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
+                             const int32_t* FQVIT_R shift, int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp,
+                             const int32_t* FQVIT_R bmult, const int32_t* FQVIT_R rmult, const float* FQVIT_R scale,
+                             float final_zp, int8_t* FQVIT_R out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
-    const int64_t p = mixed + zp_term[j];
-    out[j] = int8_t(float32_code_half_up(p, rshift[j]));
-    near += float32_near_tie(p, rshift[j], half_unit[j], window[j]);
-  }
-  return near;
-}
-
-void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
-                  const int32_t* FQVIT_R shift, int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp,
-                  const int32_t* FQVIT_R bmult, const int32_t* FQVIT_R rmult, const int32_t* FQVIT_R rshift,
-                  const ResidualTerms& terms, int64_t final_zp, int8_t* FQVIT_R out, int64_t n) {
-  if (!row_residual_fast(acc, bias, mult, shift, zp, res, res_zp, bmult, rmult, rshift, terms.zp_term.data(),
-                         terms.half_unit.data(), terms.window.data(), out, n))
-    return;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
-    if (float32_near_tie(mixed + terms.zp_term[j], rshift[j], terms.half_unit[j], terms.window[j]))
-      out[j] = int8_t(float32_code(mixed, rshift[j], final_zp));
+    out[j] = int8_t(float32_code_hw(mixed, scale[j], final_zp));
   }
 }
 
@@ -229,7 +205,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
         gelu_lookup(index, n, i32(table), table_length, int32_t(gelu_cell_bits), o);
       } else if (res.defined()) {
         row_residual(a, i64(bias), i32(mult), i32(shift), output_zero_point, res.data_ptr<int8_t>() + (r0 + i) * n,
-                     residual_zero_point, i32(bm), i32(rm), i32(rs), *terms, final_zero_point, o, n);
+                     residual_zero_point, i32(bm), i32(rm), terms->scale.data(), terms->zp, o, n);
       } else {
         row_plain(a, i64(bias), i32(mult), i32(shift), output_zero_point, o, n);
       }

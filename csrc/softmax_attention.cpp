@@ -137,6 +137,34 @@ FQVIT_SIMD int64_t count_above(const int64_t* FQVIT_R table, int64_t count, int6
   return above;
 }
 
+// The float32 form of the same codes (FQ-ViT's own arithmetic, as the Triton fast path): when every
+// exponent e of the row's distances is a float32 integer, R = round_half_even(fl32(fl32(E) / e)) is
+// one IEEE division (vdivps, 16 lanes) and code = msb(R) + the bit below it, read from R's exponent
+// and top mantissa bit (code >= c iff R >= T_c: T_1 = 2, T_c = 3 * 2**(c - 2)). No per-row 128-bit
+// divisions for the thresholds. Returns false (nothing written) when an exponent is not a float32
+// integer; the caller then takes the threshold form.
+FQVIT_SIMD bool exps_are_float32(const int64_t* FQVIT_R table, int64_t count) {
+  int64_t inexact = 0;
+  for (int64_t d = 0; d < count; ++d) {
+    const int64_t e = table[d];
+    inexact += (e < 0) | (int64_t(float(e)) != e);
+  }
+  return inexact == 0;
+}
+
+FQVIT_SIMD void code_table_float32(const int64_t* FQVIT_R table, int64_t count, float total, int32_t mask_level,
+                                   uint8_t* FQVIT_R out) {
+  constexpr float kRound = 8388608.0f;  // 2**23: q + 2**23 - 2**23 rounds q half to even (q < 2**23)
+  for (int64_t d = 0; d < count; ++d) {
+    const int64_t e = table[d];
+    const float q = total / float(e > 0 ? e : 1);
+    const float r = q < kRound ? (q + kRound) - kRound : q;
+    const int32_t bits = __builtin_bit_cast(int32_t, r);
+    const int32_t code = ((bits >> 23) - 127) + ((bits >> 22) & 1);
+    out[d] = (e > 0 && code < mask_level) ? uint8_t(code < 0 ? 0 : code) : kMaskedCode;
+  }
+}
+
 // LIS codes of one contiguous row of n int8 scores: a code per distance 0..max-min from the row's
 // level thresholds, then one byte look-up per score. A distance whose exponent is at or below the
 // masked threshold (or 0) is masked (most of a peaked row: LIS tables decrease with the distance,
@@ -153,6 +181,12 @@ void lis_row(const int8_t* s, int64_t n, const int64_t* exp_table, int64_t bits,
   const int64_t code_levels = std::min<int64_t>(mask_level - 1, kMaxLevel);
   const int64_t count = int64_t(mx) - mn + 1;
   uint8_t by_distance[256];
+  if (bits <= 4 && exps_are_float32(table, count)) {
+    // fl32(E): int64 -> float32 rounds to nearest even (E < 2**63, validated).
+    code_table_float32(table, count, float(int64_t(total)), int32_t(int64_t(1) << bits), by_distance);
+    for (int64_t j = 0; j < n; ++j) codes[j] = by_distance[int(mx) - int(s[j])];
+    return;
+  }
   int64_t end;
   count_above(table, count, threshold, &end);
   std::memset(by_distance + end, kMaskedCode, count - end);
@@ -180,29 +214,12 @@ int64_t block_rows(int64_t n) {
 
 // Scores block: acc = q_blk k^T (int32, raw codes), col_term_j = -zp * rowsum(k_j),
 // row_term = D zp^2 - zp * rowsum(q_i); output int8 on the score grid, rounded like FQ-ViT's float32
-// quantizer (float32_code): a vectorized half-up pass flags the scores within 2**-15 of a
-// half-integer and a scalar pass redoes those exactly.
-FQVIT_SIMD int64_t score_row_fast(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R col_term, int64_t row_term,
-                                  int64_t mult, int64_t shift, int64_t zp_term, int64_t half_unit, int64_t window,
-                                  int8_t* FQVIT_R out, int64_t n) {
-  int64_t near = 0;
+// quantizer (float32_code_hw: exact, one vectorized pass).
+FQVIT_SIMD void score_row(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R col_term, int64_t row_term,
+                          int64_t mult, float scale, float zp_f, int8_t* FQVIT_R out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;  // |s| <= 255**2 * D < 2**31
-    const int64_t p = s * mult + zp_term;
-    out[j] = int8_t(float32_code_half_up(p, shift));
-    near += float32_near_tie(p, shift, half_unit, window);
-  }
-  return near;
-}
-
-void score_row(const int32_t* acc, const int64_t* col_term, int64_t row_term, int64_t mult, int64_t shift, int64_t zp,
-               int8_t* out, int64_t n) {
-  const int64_t zp_term = (zp + 128) << shift, half_unit = int64_t(1) << (shift - 1), window = float32_window(shift);
-  if (!score_row_fast(acc, col_term, row_term, mult, shift, zp_term, half_unit, window, out, n)) return;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;
-    if (float32_near_tie(s * mult + zp_term, shift, half_unit, window))
-      out[j] = int8_t(requantize_float32(s, mult, shift, zp));
+    out[j] = int8_t(float32_code_hw(s * mult, scale, zp_f));
   }
 }
 
@@ -234,8 +251,8 @@ void scores_block(const at::Tensor& q_blk, const KeySide& keys, int64_t zp, int6
   row_sums(q_blk.data_ptr<int8_t>(), r, q_blk.stride(0), d, qsum.data());
   const int32_t* acc_p = acc_blk.data_ptr<int32_t>();
   for (int64_t i = 0; i < r; ++i)
-    score_row(acc_p + i * nk, keys.col_term.data(), d * zp * zp - zp * qsum[i], mult, shift, score_zp,
-              out + i * nk, nk);
+    score_row(acc_p + i * nk, keys.col_term.data(), d * zp * zp - zp * qsum[i], mult, float32_scale(shift),
+              float(score_zp + 128), out + i * nk, nk);
 }
 
 // attn @ V for the code rows codes [R, Nk] (row stride Nk) and v [Nk, D]: int32 context [R, D]
@@ -281,24 +298,10 @@ FQVIT_SIMD void combine_row(const int32_t* FQVIT_R p0, const int32_t* FQVIT_R p1
   }
 }
 
-FQVIT_SIMD int64_t requant_row_fast(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult, int64_t shift,
-                                    int64_t zp_term, int64_t half_unit, int64_t window, int8_t* FQVIT_R out) {
-  int64_t near = 0;
-  for (int64_t c = 0; c < d; ++c) {
-    const int64_t p = int64_t(ctx[c]) * mult + zp_term;
-    out[c] = int8_t(float32_code_half_up(p, shift));
-    near += float32_near_tie(p, shift, half_unit, window);
-  }
-  return near;
-}
-
-// The context requantization, rounded like FQ-ViT's float32 quantizer (as score_row).
-void requant_row(const int32_t* ctx, int64_t d, int64_t mult, int64_t shift, int64_t zp, int8_t* out) {
-  const int64_t zp_term = (zp + 128) << shift, half_unit = int64_t(1) << (shift - 1), window = float32_window(shift);
-  if (!requant_row_fast(ctx, d, mult, shift, zp_term, half_unit, window, out)) return;
-  for (int64_t c = 0; c < d; ++c)
-    if (float32_near_tie(int64_t(ctx[c]) * mult + zp_term, shift, half_unit, window))
-      out[c] = int8_t(requantize_float32(int64_t(ctx[c]), mult, shift, zp));
+// The context requantization, rounded like FQ-ViT's float32 quantizer (float32_code_hw, exact).
+FQVIT_SIMD void requant_row(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult, float scale, float zp_f,
+                            int8_t* FQVIT_R out) {
+  for (int64_t c = 0; c < d; ++c) out[c] = int8_t(float32_code_hw(int64_t(ctx[c]) * mult, scale, zp_f));
 }
 
 FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t stride, int64_t d, int32_t zp,
@@ -435,6 +438,7 @@ at::Tensor int_attention_uniform(const at::Tensor& q, const at::Tensor& k, const
   const at::Tensor table = exp_table.contiguous();
   const int64_t* t_p = table.data_ptr<int64_t>();
   const int64_t rows = block_rows(n), blocks = (n + rows - 1) / rows;
+  const float out_scale = float32_scale(out_shift), out_zp_f = float(out_zero_point + 128);
   int8_t* o_p = out.data_ptr<int8_t>();
   at::parallel_for(0, bsz * heads * blocks, 1, [&](int64_t begin, int64_t end) {
     at::Tensor acc = at::empty({rows, n}, at::kInt);
@@ -476,7 +480,7 @@ at::Tensor int_attention_uniform(const at::Tensor& q, const at::Tensor& k, const
       for (int64_t i = 0; i < r; ++i) {
         uniform_combine(pl + i * d, ph + i * d, -qkv_zero_point * wsum[i], d, ctx.data() + i * d);
         int8_t* o = o_p + ((b * n + q0 + i) * heads + h) * d;
-        requant_row(ctx.data() + i * d, d, out_multiplier, out_shift, out_zero_point, o);
+        requant_row(ctx.data() + i * d, d, out_multiplier, out_scale, out_zp_f, o);
       }
     }
   });
@@ -559,6 +563,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const at::Tensor table = exp_table.contiguous();
   const int64_t* t_p = table.data_ptr<int64_t>();
   const int64_t rows = block_rows(n), blocks = (n + rows - 1) / rows;
+  const float out_scale = float32_scale(out_shift), out_zp_f = float(out_zero_point + 128);
   int8_t* o_p = out.data_ptr<int8_t>();
   at::parallel_for(0, bsz * heads * blocks, 1, [&](int64_t begin, int64_t end) {
     at::Tensor acc = at::empty({rows, n}, at::kInt);
@@ -581,7 +586,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
       pv_block(codes.data(), r, n, v[b][h], qkv_zero_point, ws, ctx.data());
       for (int64_t i = 0; i < r; ++i) {
         int8_t* o = o_p + ((b * n + q0 + i) * heads + h) * d;
-        requant_row(ctx.data() + i * d, d, out_multiplier, out_shift, out_zero_point, o);
+        requant_row(ctx.data() + i * d, d, out_multiplier, out_scale, out_zp_f, o);
       }
     }
   });

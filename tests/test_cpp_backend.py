@@ -286,6 +286,34 @@ def test_log_int_softmax_small_tables_hit_rounding_ties(data):
     check("log_int_softmax", (scores, table, bits), f"{rows}x{n} bits={bits}")
 
 
+_NOT_FLOAT32 = "float32-representable"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_log_int_softmax_both_code_forms(seed):
+    """The C++ LIS takes FQ-ViT's float32 division when every exponent of a row's distances is a
+    float32 integer and the exact per-row thresholds otherwise. The op refuses tables that float32
+    cannot hold, but the kernel (value checks off) must still compute them like the reference: the
+    same tie-prone tables, once as they are and once scaled by 2**25 + 1 (same ratios, exponents
+    float32 cannot hold), and once with a single inexact exponent in the row."""
+    gen = torch.Generator().manual_seed(1000 + seed)
+    small = torch.randint(0, 2 + 8 * seed, (256, 256), generator=gen)
+    small[:, 0] = small[:, 0].clamp(min=1)
+    scores = (torch.randint(0, 12, (16, 40), generator=gen) - 128 + 20 * seed).to(torch.int8)
+    scaled = small * (2**25 + 1)
+    assert ((scaled > 0) & (scaled.to(torch.float32).to(torch.int64) != scaled)).any()  # threshold form taken
+    one_inexact = small.clone()
+    one_inexact[:, 5] = 2**25 + 1
+    for bits in (1, 2, 3, 4):
+        check("log_int_softmax", (scores, small, bits), f"float32 form, bits={bits}")
+        check("log_int_softmax", (scores, scaled, bits), f"threshold form, bits={bits}", refused=_NOT_FLOAT32)
+        check("log_int_softmax", (scores, one_inexact, bits), f"one inexact exponent, bits={bits}",
+              refused=_NOT_FLOAT32)
+    att = testing.attention_case(1, 2, 33, 16, gen)
+    inexact_table = att.args[7] * 3 + 1  # odd and above 2**24 near the row maximum: threshold form
+    check("int_attention", att.args[:7] + (inexact_table,) + att.args[8:], "threshold form", refused=_NOT_FLOAT32)
+
+
 def test_log_int_softmax_masking_threshold_ties():
     # Row with exponents e0 (the max) and e1 = 2 where 2E = (2T - 1) * e1 exactly: R = T - 1/2
     # rounds to even; T = 3 * 2**(2**bits - 2) is the first masked ratio.
