@@ -170,7 +170,8 @@ FQVIT_SIMD void code_table_float32(const int64_t* FQVIT_R table, int64_t count, 
 // masked threshold (or 0) is masked (most of a peaked row: LIS tables decrease with the distance,
 // so the unmasked ones are a short prefix). Codes of up to 4 bits count 15 thresholds in one
 // vectorized pass; wider codes (up to 62 levels) loop over their levels.
-void lis_row(const int8_t* s, int64_t n, const int64_t* exp_table, int64_t bits, uint8_t* codes) {
+// float32_exps: exps_are_float32 of the whole table (checked once per call, not per row).
+void lis_row(const int8_t* s, int64_t n, const int64_t* exp_table, int64_t bits, bool float32_exps, uint8_t* codes) {
   int8_t mx, mn;
   row_range(s, n, &mx, &mn);
   const int64_t* table = exp_table + (int64_t(mx) + 128) * 256;  // this row's exponents by distance
@@ -181,7 +182,7 @@ void lis_row(const int8_t* s, int64_t n, const int64_t* exp_table, int64_t bits,
   const int64_t code_levels = std::min<int64_t>(mask_level - 1, kMaxLevel);
   const int64_t count = int64_t(mx) - mn + 1;
   uint8_t by_distance[256];
-  if (bits <= 4 && exps_are_float32(table, count)) {
+  if (bits <= 4 && float32_exps) {
     // fl32(E): int64 -> float32 rounds to nearest even (E < 2**63, validated).
     code_table_float32(table, count, float(int64_t(total)), int32_t(int64_t(1) << bits), by_distance);
     for (int64_t j = 0; j < n; ++j) codes[j] = by_distance[int(mx) - int(s[j])];
@@ -262,8 +263,9 @@ struct PvWorkspace {
   std::vector<int64_t> wsum;
   std::vector<int32_t> centered;  // v - zp, [Nk, D], for the sparse path
   std::vector<uint32_t> acc;      // one context row, for the sparse path
+  std::vector<int32_t> keys;      // the weighted keys of one row, for the sparse path
   PvWorkspace(int64_t rows, int64_t nk, int64_t d)
-      : wsum(rows), centered(nk * d), acc(d) {
+      : wsum(rows), centered(nk * d), acc(d), keys(nk) {
     for (int p = 0; p < 3; ++p) {
       planes[p] = at::empty({rows, nk}, at::kChar);
       prods[p] = at::empty({rows, d}, at::kInt);
@@ -313,13 +315,25 @@ FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t strid
 // Sparse attn @ V rows: most LIS codes of a peaked softmax are masked (weight 0); each unmasked
 // code k adds (v_j - zp) << (15 - k) to its context row, modulo 2**32 like the reference's final
 // .to(torch.int32) (unsigned, so that a wrap is defined behaviour).
+// (no-loop-unroll-and-jam: at -O3 GCC 12 pairs two weighted keys into one scalar inner loop and
+// leaves the vectorized one for an odd last key: 1.1x slower attention at ViT-B shapes.)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-loop-unroll-and-jam")))
+#endif
 FQVIT_SIMD void sparse_rows(const uint8_t* FQVIT_R codes, int64_t r, int64_t nk, const int32_t* FQVIT_R centered,
-                            int64_t d, uint32_t* FQVIT_R acc, int32_t* FQVIT_R ctx) {
+                            int64_t d, uint32_t* FQVIT_R acc, int32_t* FQVIT_R keys, int32_t* FQVIT_R ctx) {
   for (int64_t i = 0; i < r; ++i) {
     for (int64_t c = 0; c < d; ++c) acc[c] = 0;
     const uint8_t* row = codes + i * nk;
+    // The weighted keys first, without a branch per key (a peaked row's few weighted codes sit at
+    // unpredictable places), then one vectorized row update per weighted key.
+    int64_t count = 0;
     for (int64_t j = 0; j < nk; ++j) {
-      if (row[j] > kValueShift) continue;
+      keys[count] = int32_t(j);
+      count += row[j] <= kValueShift;
+    }
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t j = keys[t];
       const int shift = int(kValueShift) - row[j];
       const int32_t* vj = centered + j * d;
       for (int64_t c = 0; c < d; ++c) acc[c] += uint32_t(vj[c]) << shift;
@@ -332,7 +346,7 @@ void pv_block_sparse(const uint8_t* codes, int64_t r, int64_t nk, const at::Tens
                      int32_t* ctx) {
   const int64_t d = v.size(1);
   center_rows(v.data_ptr<int8_t>(), nk, v.stride(0), d, int32_t(zp), ws.centered.data());
-  sparse_rows(codes, r, nk, ws.centered.data(), d, ws.acc.data(), ctx);
+  sparse_rows(codes, r, nk, ws.centered.data(), d, ws.acc.data(), ws.keys.data(), ctx);
 }
 
 // attn @ V of one block: the sparse loop when at most 1/8 of the codes carry a weight, else the
@@ -495,9 +509,10 @@ at::Tensor log_int_softmax(const at::Tensor& scores, const at::Tensor& exp_table
     if (rows == 0) return;
     const int8_t* s_p = s.data_ptr<int8_t>();
     const int64_t* t_p = table.data_ptr<int64_t>();
+    const bool float32_exps = exps_are_float32(t_p, table.numel());
     uint8_t* o_p = out.data_ptr<uint8_t>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / n), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) lis_row(s_p + i * n, n, t_p, bits, o_p + i * n);
+      for (int64_t i = begin; i < end; ++i) lis_row(s_p + i * n, n, t_p, bits, float32_exps, o_p + i * n);
     });
   });
 }
@@ -562,6 +577,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   at::Tensor out = at::empty({bsz, n, heads, d}, q.options().dtype(at::kChar)).transpose(1, 2);
   const at::Tensor table = exp_table.contiguous();
   const int64_t* t_p = table.data_ptr<int64_t>();
+  const bool float32_exps = exps_are_float32(t_p, table.numel());
   const int64_t rows = block_rows(n), blocks = (n + rows - 1) / rows;
   const float out_scale = float32_scale(out_shift), out_zp_f = float(out_zero_point + 128);
   int8_t* o_p = out.data_ptr<int8_t>();
@@ -582,7 +598,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
       }
       scores_block(q[b][h].narrow(0, q0, r), *keys, qkv_zero_point, score_multiplier, score_shift,
                    score_zero_point, acc, scores.data());
-      for (int64_t i = 0; i < r; ++i) lis_row(scores.data() + i * n, n, t_p, 4, codes.data() + i * n);
+      for (int64_t i = 0; i < r; ++i) lis_row(scores.data() + i * n, n, t_p, 4, float32_exps, codes.data() + i * n);
       pv_block(codes.data(), r, n, v[b][h], qkv_zero_point, ws, ctx.data());
       for (int64_t i = 0; i < r; ++i) {
         int8_t* o = o_p + ((b * n + q0 + i) * heads + h) * d;
