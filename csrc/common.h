@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "contract.h"
+
 namespace fqvit {
 
 // Hot loops are compiled twice, for AVX-512 (x86-64-v4: 64-bit multiplies and per-lane variable
@@ -73,7 +75,7 @@ inline int64_t round_to_float32(int64_t v) {
 // [0, 255] before rounding equals clamping after (rounding is monotone, the bounds are integers),
 // and adding 2**23 rounds half to even. scale = float32_scale(shift), zp_f = zp + 128.
 inline float float32_scale(int64_t shift) {
-  return std::ldexp(1.0f, -int(shift_amount(shift, 1, 52)));
+  return std::ldexp(1.0f, -int(shift_amount(shift, 1, contract::kMaxFloat32RequantShift)));
 }
 inline int32_t float32_code_hw(int64_t value, float scale, float zp_f) {
   constexpr float kRound = 8388608.0f;  // 2**23

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.h"
+#include "contract.h"
 #include "fqvit_cpu.h"
 
 namespace fqvit {
@@ -119,8 +120,8 @@ void gelu_scalar(const int32_t* FQVIT_R index, int64_t n, const int32_t* FQVIT_R
     const int32_t cell = std::min((t < 0 ? 0 : t) >> bits, length - 1);
     const int32_t e = table[cell];
     const int32_t below = int32_t(int8_t(e & 0xFF));
-    const int32_t direction = ((e >> 8) & 3) - 1;
-    out[j] = int8_t(below + (t - (cell << bits) >= (e >> 10) ? direction : 0));
+    const int32_t direction = ((e >> contract::kGeluDirectionShift) & 3) - 1;
+    out[j] = int8_t(below + (t - (cell << bits) >= (e >> contract::kGeluStepShift) ? direction : 0));
   }
 }
 
@@ -139,8 +140,8 @@ __attribute__((target("avx512f"))) void gelu_avx512(const int32_t* FQVIT_R index
     const __m512i e = _mm512_mask_i32gather_epi32(zero, 0xFFFF, cell, table, 4);
     const __m512i pos = _mm512_sub_epi32(t, _mm512_sll_epi32(cell, count));
     const __m512i below = _mm512_srai_epi32(_mm512_slli_epi32(e, 24), 24);
-    const __m512i direction = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(e, 8), three), one);
-    const __mmask16 up = _mm512_cmpge_epi32_mask(pos, _mm512_srli_epi32(e, 10));
+    const __m512i direction = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(e, contract::kGeluDirectionShift), three), one);
+    const __mmask16 up = _mm512_cmpge_epi32_mask(pos, _mm512_srli_epi32(e, contract::kGeluStepShift));
     _mm512_mask_cvtepi32_storeu_epi8(out + j, 0xFFFF, _mm512_mask_add_epi32(below, up, below, direction));
   }
   gelu_scalar(index + j, n - j, table, length, bits, out + j);

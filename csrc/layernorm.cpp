@@ -7,12 +7,13 @@
 #include <vector>
 
 #include "common.h"
+#include "contract.h"
 #include "fqvit_cpu.h"
 
 namespace fqvit {
 namespace {
 
-constexpr int64_t kNormFracBits = 24;  // reference.LN_NORM_FRAC_BITS
+constexpr int64_t kNormFracBits = contract::kLnNormFracBits;
 
 // floor(sqrt(v)) for 0 <= v < 2**62, digit by digit as reference.isqrt (integer only).
 int64_t isqrt64(int64_t v) {
@@ -34,7 +35,7 @@ FQVIT_SIMD void row_sums(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, 
                          int64_t* FQVIT_R s2_out) {
   int64_t s1 = 0, s2 = 0;
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t v = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3);
+    const int64_t v = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha);
     s1 += v;
     s2 += v * v;
   }
@@ -46,7 +47,7 @@ FQVIT_SIMD void row_output(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha
                            int64_t reciprocal, int64_t norm_shift, const int32_t* FQVIT_R wmult, const int64_t* FQVIT_R bias,
                            const int32_t* FQVIT_R shift, int64_t out_zp, int8_t* FQVIT_R out) {
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t dev = c * ((int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3)) - s1;
+    const int64_t dev = c * ((int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha)) - s1;
     const int64_t norm = round_shift(dev * reciprocal, norm_shift);
     const int64_t affine = norm * wmult[j] + bias[j];
     out[j] = int8_t(clamp64(round_shift(affine, shift[j]) + out_zp, -128, 127));
@@ -58,7 +59,8 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   return q - ((a % b != 0) && (a < 0));
 }
 
-constexpr int64_t kDyadicAFrac = 24, kDyadicMeanFrac = 20, kDyadicBFrac = 16, kDyadicBetaFrac = 47;
+constexpr int64_t kDyadicAFrac = contract::kLnDyadicAFracBits, kDyadicMeanFrac = contract::kLnDyadicMeanFracBits,
+                  kDyadicBFrac = contract::kLnDyadicBFracBits, kDyadicBetaFrac = contract::kLnDyadicBetaFracBits;
 
 // One row of reference.ptf_layernorm_dyadic (FQ-ViT's 8-bit dyadic factor M / 2**N per element).
 // rho = C / sqrt(V) in fixed point (32 bits), e0 its binary exponent, mean = floor(S1 * 2**20 / C).
@@ -91,7 +93,7 @@ FQVIT_SIMD void dyadic_apply(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alp
                              const int32_t* FQVIT_R m, const int32_t* FQVIT_R n, const int64_t* FQVIT_R b,
                              int64_t out_zp, int8_t* FQVIT_R out) {
   for (int64_t j = 0; j < c; ++j) {
-    const int64_t xj = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, 3);
+    const int64_t xj = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha);
     const int64_t y = round_half_even_shift(int64_t(m[j]) * xj + b[j], n[j]);
     out[j] = int8_t(clamp64(y + out_zp, -128, 127));
   }

@@ -1,5 +1,6 @@
 // Python module fqvit_kernels._C: one function per torch.ops.fqvit op, same name, same positional
 // arguments (fqvit_kernels.backends registers each as the op's CPU kernel after validation).
+#include "contract.h"
 #include "fqvit_cpu.h"
 
 namespace py = pybind11;
@@ -30,6 +31,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("exp_table"), py::arg("inv_softmax_multiplier"), py::arg("inv_softmax_shift"),
         py::arg("softmax_zero_point"), py::arg("out_multiplier"), py::arg("out_shift"), py::arg("out_zero_point"));
   m.def("lis_level_constants", &fqvit::lis_level_constants);
+  // The contract constants compiled into the kernels (tests compare them with fqvit_kernels.contract).
+  m.def("contract_constants", [] {
+    namespace c = fqvit::contract;
+    py::dict d;
+    d["LIS_MASKED_CODE"] = c::kLisMaskedCode;
+    d["LIS_VALUE_SHIFT"] = c::kLisValueShift;
+    d["LIS_MAX_LEVEL"] = c::kLisMaxLevel;
+    d["LIS_THRESHOLD_CAP"] = c::kLisThresholdCap;
+    d["LN_NORM_FRAC_BITS"] = c::kLnNormFracBits;
+    d["LN_DYADIC_A_FRAC_BITS"] = c::kLnDyadicAFracBits;
+    d["LN_DYADIC_MEAN_FRAC_BITS"] = c::kLnDyadicMeanFracBits;
+    d["LN_DYADIC_B_FRAC_BITS"] = c::kLnDyadicBFracBits;
+    d["LN_DYADIC_BETA_FRAC_BITS"] = c::kLnDyadicBetaFracBits;
+    d["MAX_PTF_ALPHA"] = c::kMaxPtfAlpha;
+    d["GELU_DIRECTION_SHIFT"] = c::kGeluDirectionShift;
+    d["GELU_STEP_SHIFT"] = c::kGeluStepShift;
+    d["MAX_FLOAT32_REQUANT_SHIFT"] = c::kMaxFloat32RequantShift;
+    return d;
+  });
   m.def("quantize", &fqvit::quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"));
   m.def("dequantize", &fqvit::dequantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"));
 }

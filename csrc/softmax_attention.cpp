@@ -26,13 +26,14 @@
 #include <vector>
 
 #include "common.h"
+#include "contract.h"
 #include "fqvit_cpu.h"
 
 namespace fqvit {
 namespace {
 
-constexpr uint8_t kMaskedCode = 255;    // reference.LIS_MASKED_CODE
-constexpr int64_t kValueShift = 15;     // reference.LIS_VALUE_SHIFT
+constexpr uint8_t kMaskedCode = uint8_t(contract::kLisMaskedCode);
+constexpr int64_t kValueShift = contract::kLisValueShift;
 constexpr int64_t kMaxBlockRows = 256;  // query rows per task
 
 // LIS codes follow FQ-ViT's float32 arithmetic (reference.float32_ratio): R = round(fl32(fl32(E) /
@@ -47,8 +48,8 @@ struct LevelConstant {
   bool inclusive;      // quotient == L_c counts (the float32 tie rounds up to an even mantissa)
 };
 
-constexpr int kMaxLevel = 63;  // reference.LIS_MAX_LEVEL
-constexpr int64_t kThresholdCap = (int64_t(1) << 62) - 1;  // reference.LIS_THRESHOLD_CAP
+constexpr int kMaxLevel = contract::kLisMaxLevel;
+constexpr int64_t kThresholdCap = contract::kLisThresholdCap;
 
 uint64_t level_ratio(int level) { return level == 1 ? 2 : uint64_t(3) << (level - 2); }
 

@@ -46,21 +46,12 @@ __all__ = [
     "dequantize",
 ]
 
-#: Limits documented in docs/numerics.md (each keeps every intermediate inside its integer type).
-MAX_GEMM_K = 131071  # 128 * 128 * K < 2**31
-MAX_LN_CHANNELS = 8192
-MAX_PTF_ALPHA = 3
-MAX_HEAD_DIM = 33025  # 255 * 255 * D < 2**31
-MAX_UNIFORM_KEYS = 33025  # int_attention_uniform: 255 * 255 * N < 2**31 (its int32 context)
-MAX_UNIFORM_EXP = 2**ref.UNIFORM_EXP_BITS  # its exponent table: round(2**20 * exp(-d * s)) <= 2**20
-MAX_GELU_TABLE_LENGTH = 1 << 16
-MAX_GELU_CELL_BITS = ref.GELU_MAX_CELL_BITS
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-#: Largest LIS row sum E = sum of exponents: FQ-ViT rounds E to float32, and the float32 values
-#: around 2**63 are 2**63 - 2**39 and 2**63, so any larger E (from the midpoint 2**63 - 2**38 on,
-#: a tie going to the even 2**63) would round to 2**63, outside int64.
-MAX_LIS_ROW_SUM = 2**63 - 2**38 - 1
+#: Limits documented in docs/numerics.md (each keeps every intermediate inside its integer type),
+#: owned by :mod:`fqvit_kernels.contract` and re-exported here.
+from .contract import (  # noqa: E402,F401
+    INT32_MAX, INT64_MAX, MAX_GELU_CELL_BITS, MAX_GELU_TABLE_LENGTH, MAX_GEMM_K, MAX_HEAD_DIM, MAX_LIS_ROW_SUM,
+    MAX_LN_CHANNELS, MAX_PTF_ALPHA, MAX_UNIFORM_EXP, MAX_UNIFORM_KEYS,
+)
 
 # Per thread: a block that switches the checks off for its own calls must not switch them off for
 # another thread calling at the same time.

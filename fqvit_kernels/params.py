@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 
 from . import reference
+from .contract import LN_WEIGHT_BITS, MAX_PTF_ALPHA, MAX_VARIANCE_OFFSET, MULTIPLIER_BITS  # noqa: F401 (re-exported)
 from .quant.quantizers import LIS_COEF, LIS_X0, int_exp_float
 
 __all__ = [
@@ -35,8 +36,6 @@ __all__ = [
     "gelu_table_from_lut",
 ]
 
-#: Fixed-point multipliers are normalised to ``[2**30, 2**31)``: 31 significant bits.
-MULTIPLIER_BITS = 31
 #: Shifts must stay in this range so that ``acc * multiplier + 2**(shift - 1)`` fits int64.
 MIN_SHIFT, MAX_SHIFT = 1, 62
 
@@ -174,8 +173,6 @@ def linear_params(weight_int8: torch.Tensor, weight_scale: FloatLike, input_scal
     return folded, mult, shift
 
 
-#: Mantissa bits of the LayerNorm weight multiplier (``gamma / s_out``).
-LN_WEIGHT_BITS = 24
 
 
 def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, output_scale: float):
@@ -213,8 +210,6 @@ def layernorm_params(gamma: torch.Tensor, beta: torch.Tensor, output_scale: floa
     return mult.to(torch.int32), bias, shift.to(torch.int32)
 
 
-#: Largest ``variance_offset`` of ``ptf_layernorm``: ``V + offset`` stays below 2**62.
-MAX_VARIANCE_OFFSET = 2**61
 
 
 def layernorm_variance_offset(channels: int, eps: float, base_scale: float) -> int:
@@ -270,7 +265,7 @@ def layernorm_dyadic_params(gamma: torch.Tensor, beta: torch.Tensor, output_scal
     return mult.to(torch.int32), shift.to(torch.int32), beta_fixed
 
 
-def ptf_alpha(scale: torch.Tensor, base_scale: float | None = None, max_alpha: int = 3) -> torch.Tensor:
+def ptf_alpha(scale: torch.Tensor, base_scale: float | None = None, max_alpha: int = MAX_PTF_ALPHA) -> torch.Tensor:
     """Per-channel PTF exponents ``alpha`` (int32) with ``scale[c] == base_scale * 2**alpha[c]``.
 
     ``base_scale`` defaults to ``scale.min()``. Raises if a channel is not an exact power-of-two

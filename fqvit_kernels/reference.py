@@ -24,6 +24,12 @@ from typing import Optional, Tuple
 
 import torch
 
+from .contract import (  # noqa: F401  (re-exported: reference.X stays valid)
+    FLOAT32_BITS, GELU_DIRECTION_SHIFT, GELU_MAX_CELL_BITS, GELU_STEP_SHIFT, LIS_MASKED_CODE, LIS_MAX_LEVEL,
+    LIS_THRESHOLD_CAP, LIS_VALUE_SHIFT, LN_DYADIC_A_FRAC_BITS, LN_DYADIC_B_FRAC_BITS, LN_DYADIC_BETA_FRAC_BITS,
+    LN_DYADIC_MAX_N, LN_DYADIC_MEAN_FRAC_BITS, LN_NORM_FRAC_BITS, MAX_FLOAT32_REQUANT_SHIFT, UNIFORM_EXP_BITS,
+)
+
 __all__ = [
     "LIS_MASKED_CODE",
     "LIS_VALUE_SHIFT",
@@ -51,10 +57,6 @@ __all__ = [
     "dequantize",
 ]
 
-#: Code written by :func:`log_int_softmax` for a probability that FQ-ViT rounds to zero.
-LIS_MASKED_CODE = 255
-#: :func:`log_attn_v` weights a code ``k`` by ``2**(LIS_VALUE_SHIFT - k)`` (exact for 4-bit codes).
-LIS_VALUE_SHIFT = 15
 
 _INT8_MIN, _INT8_MAX = -128, 127
 
@@ -110,11 +112,6 @@ def isqrt(value: torch.Tensor) -> torch.Tensor:
     return root
 
 
-#: float32 keeps 24 significant bits.
-FLOAT32_BITS = 24
-#: Largest shift of the float32-faithful requantization (:func:`requantize_float32`): the
-#: pre-round value plus ``zp << shift`` must stay inside int64.
-MAX_FLOAT32_REQUANT_SHIFT = 52
 
 
 def round_to_float32(value: torch.Tensor) -> torch.Tensor:
@@ -179,13 +176,6 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _exact_matmul(a, b.t()).to(torch.int32)
 
 
-#: Bit layout of a GELU step-table entry (see :func:`gelu_table_lookup`): the code below the step
-#: (int8) in bits 0..7, the direction of the step plus one (0, 1 or 2) in bits 8..9, the step
-#: position (0..2**cell_bits) in bits 10..30.
-GELU_DIRECTION_SHIFT = 8
-GELU_STEP_SHIFT = 10
-#: Largest ``gelu_cell_bits``: a step position (0..2**bits) must fit the entry's bits 10..30.
-GELU_MAX_CELL_BITS = 20
 
 
 def gelu_table_lookup(t: torch.Tensor, table: torch.Tensor, cell_bits: int) -> torch.Tensor:
@@ -268,8 +258,6 @@ def int8_linear(
 # PTF LayerNorm
 # ----------------------------------------------------------------------------------------------
 
-#: Fractional bits of the normalised value ``(x - mean) / std`` inside :func:`ptf_layernorm`.
-LN_NORM_FRAC_BITS = 24
 
 
 def ptf_layernorm(
@@ -336,16 +324,6 @@ def round_half_even_shift(value: torch.Tensor, shift) -> torch.Tensor:
     return quot + up.to(torch.int64)
 
 
-#: FQ-ViT's integer LayerNorm keeps an 8-bit mantissa ``M`` of ``A = gamma / (sigma * s_out)`` and a
-#: shift ``N`` in 0..31 (fqvit_reference.md §3.3, ``get_MN``).
-LN_DYADIC_MAX_N = 31
-#: Fractional bits of the fixed-point quantities inside :func:`ptf_layernorm_dyadic` (see its
-#: docstring for why each suffices).
-LN_DYADIC_A_FRAC_BITS = 24
-LN_DYADIC_MEAN_FRAC_BITS = 20
-LN_DYADIC_B_FRAC_BITS = 16
-#: ``beta`` of :func:`ptf_layernorm_dyadic` is ``round(beta / s_out * 2**47)``.
-LN_DYADIC_BETA_FRAC_BITS = 47
 #: ``gamma_shift`` range of :func:`ptf_layernorm_dyadic`: ``|gamma / s_out|`` in ``[2**-32, 2**16)``.
 LN_DYADIC_MIN_GAMMA_SHIFT, LN_DYADIC_MAX_GAMMA_SHIFT = 15, 62
 
@@ -480,11 +458,6 @@ def float32_ratio(total: torch.Tensor, exps: torch.Tensor) -> torch.Tensor:
     return torch.where(bits >= FLOAT32_BITS, big, small)
 
 
-#: Levels ``c`` of :func:`lis_level_constants`: code ``c`` needs ``R >= 3 * 2**(c - 2)``, beyond 2**63
-#: from ``c = 64`` on, which no ratio of int64 exponents reaches.
-LIS_MAX_LEVEL = 63
-#: Thresholds of :func:`lis_level_thresholds` are capped here (any exponent of a valid row is smaller).
-LIS_THRESHOLD_CAP = 2**62 - 1
 
 
 def _ratio_for_level(level: int) -> int:
@@ -643,8 +616,6 @@ def int_attention(
     return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
-#: Fraction bits of the uniform softmax's exponent table: ``round(2**20 * exp(-d * s_score))``.
-UNIFORM_EXP_BITS = 20
 
 
 def uniform_softmax_codes(scores: torch.Tensor, exp_table: torch.Tensor, inv_softmax_multiplier: int,

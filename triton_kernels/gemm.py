@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ._intmath import float32_code, float32_code_emulated, round_shift
-from fqvit_kernels import _checks
+from fqvit_kernels import _checks, contract
 
 from ._common import configs, device_guard, fast_paths_allowed, interpreting
 
@@ -35,6 +35,13 @@ EPILOGUE_INT32 = 0
 EPILOGUE_PLAIN = 1
 EPILOGUE_GELU = 2
 EPILOGUE_RESIDUAL = 3
+# The same names inside the kernel (a jit function reads module globals only as constexprs).
+_E_INT32 = tl.constexpr(EPILOGUE_INT32)
+_E_GELU = tl.constexpr(EPILOGUE_GELU)
+_E_RESIDUAL = tl.constexpr(EPILOGUE_RESIDUAL)
+# The GELU step-table entry's fields (contract.py; reference.gelu_table_lookup).
+_GELU_DIRECTION_SHIFT = tl.constexpr(contract.GELU_DIRECTION_SHIFT)
+_GELU_STEP_SHIFT = tl.constexpr(contract.GELU_STEP_SHIFT)
 
 # Hopper: BLOCK_M a multiple of 64 and num_warps a multiple of 4 (one warpgroup per 64 rows) let
 # Triton lower tl.dot to wgmma with s8 operands. Candidates per epilogue, each compiled for sm_90
@@ -130,7 +137,7 @@ def _gemm_kernel(
         out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
     else:
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    if EPILOGUE == 0:
+    if EPILOGUE == _E_INT32:
         tl.store(out_ptrs, acc, mask=out_mask)
     else:
         bias = tl.load(bias_ptr + cols)
@@ -149,17 +156,17 @@ def _gemm_kernel(
         else:
             t = round_shift(acc.to(tl.int64) * mult.to(tl.int64)[None, :] + bias[None, :], shift.to(tl.int64)[None, :]) \
                 + output_zero_point
-        if EPILOGUE == 2:
+        if EPILOGUE == _E_GELU:
             # Below 0 and past the table every t has the same code: clamping keeps it int32.
             tc = tl.minimum(tl.maximum(t, -1), table_length << cell_bits).to(tl.int32)
             cell = tl.minimum(tl.maximum(tc, 0) >> cell_bits, table_length - 1)
             entry = tl.load(table_ptr + cell)  # cell is clamped into the table: no mask
-            below = (entry << 24) >> 24
-            direction = ((entry >> 8) & 3) - 1
-            out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)
+            below = (entry << 24) >> 24  # the int8 in bits 0..7, sign-extended
+            direction = ((entry >> _GELU_DIRECTION_SHIFT) & 3) - 1
+            out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> _GELU_STEP_SHIFT), direction, 0)).to(tl.int8)
         else:
             branch = tl.minimum(tl.maximum(t, -128), 127)
-            if EPILOGUE == 3:
+            if EPILOGUE == _E_RESIDUAL:
                 res_ptrs = res_ptr + rows[:, None] * stride_rm + cols[None, :] * stride_rn
                 residual = tl.load(res_ptrs)
                 branch_mult = tl.load(branch_mult_ptr + cols)

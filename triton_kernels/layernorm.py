@@ -21,17 +21,17 @@ import torch
 import triton
 import triton.language as tl
 
-from fqvit_kernels import reference as _ref
+from fqvit_kernels import contract
 
 from ._intmath import bit_length, floor_div, round_half_even_shift, round_half_even_shift_add, round_shift
 from fqvit_kernels import _checks
 
 from ._common import device_guard, fast_paths_allowed, interpreting, pow2_at_least
 
-LN_NORM_FRAC_BITS = _ref.LN_NORM_FRAC_BITS
+LN_NORM_FRAC_BITS = contract.LN_NORM_FRAC_BITS
 #: The fixed-point widths of reference.ptf_layernorm_dyadic, as the kernel's constexprs.
-DYADIC_CONSTEXPRS = dict(A_FRAC=_ref.LN_DYADIC_A_FRAC_BITS, MEAN_FRAC=_ref.LN_DYADIC_MEAN_FRAC_BITS,
-                         B_FRAC=_ref.LN_DYADIC_B_FRAC_BITS, BETA_FRAC=_ref.LN_DYADIC_BETA_FRAC_BITS)
+DYADIC_CONSTEXPRS = dict(A_FRAC=contract.LN_DYADIC_A_FRAC_BITS, MEAN_FRAC=contract.LN_DYADIC_MEAN_FRAC_BITS,
+                         B_FRAC=contract.LN_DYADIC_B_FRAC_BITS, BETA_FRAC=contract.LN_DYADIC_BETA_FRAC_BITS)
 
 
 @triton.jit

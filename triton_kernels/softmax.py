@@ -19,13 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
-from fqvit_kernels import reference as _ref
+from fqvit_kernels import contract, reference as _ref
 
 from ._intmath import bit_length, round_to_float32
 from ._common import device_guard, interpreting, pow2_at_least
 
-LIS_MASKED_CODE = tl.constexpr(255)
-THRESHOLD_CAP = tl.constexpr(_ref.LIS_THRESHOLD_CAP)
+LIS_MASKED_CODE = tl.constexpr(contract.LIS_MASKED_CODE)
+THRESHOLD_CAP = tl.constexpr(contract.LIS_THRESHOLD_CAP)
 
 _LEVEL_TABLES = {}
 

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from ..contract import MAX_PTF_ALPHA
+
 __all__ = [
     "EPS",
     "Observer",
@@ -226,8 +228,8 @@ class PtfObserver(Observer):
     Returns a length-C scale vector and a scalar zero point.
     """
 
-    #: K of the paper: factors 2**0 .. 2**K over the finest scale.
-    FACTORS = 3
+    #: K of the paper: factors 2**0 .. 2**K over the finest scale (``compute`` tries exactly these).
+    FACTORS = MAX_PTF_ALPHA
 
     def __init__(self, bits: int = 8, **kwargs):
         kwargs.pop("channel_wise", None)

@@ -30,9 +30,7 @@ __all__ = [
     "LIS_COEF",
 ]
 
-LIS_X0 = -0.6931
-LIS_N = 30
-LIS_COEF = (0.35815147, 0.96963238, 1.0)
+from ..contract import LIS_COEF, LIS_N, LIS_X0  # noqa: E402 (FQ-ViT's i-exp constants, re-exported)
 
 
 def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
