@@ -297,7 +297,7 @@ def lis_exp_table(score_scale: float, zero_point: int = 0) -> torch.Tensor:
     """int64 ``[256, 256]`` exponent table of ``log_int_softmax``: ``table[m + 128, d]`` for a row max
     ``m`` (stored int8 score) and a distance ``d = m - s``.
 
-    Each entry is FQ-ViT's integer exponent (``QIntSoftmax.int_softmax``, fqvit_reference.md §4.1:
+    Each entry is FQ-ViT's integer exponent (``QIntSoftmax.int_softmax``, docs/fqvit.md §4.1:
     I-BERT polynomial, ``n = 30``) of the value the official code feeds it, computed with the same
     float32 operations as ``fake`` mode: the score's fake-quantized value ``(q - zp) * S`` divided by
     ``S``, minus the row maximum's. Those quotients are not always the integer ``q - zp``, and near a

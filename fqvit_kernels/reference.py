@@ -53,6 +53,8 @@ __all__ = [
     "log_attn_v",
     "attention_scores",
     "int_attention",
+    "int_attention_uniform",
+    "uniform_softmax_codes",
     "quantize",
     "dequantize",
 ]
@@ -341,7 +343,7 @@ def ptf_layernorm_dyadic(
 
     FQ-ViT approximates the per-element factor ``A_c = gamma_c / (sigma * s_out)`` by ``M / 2**N``
     with an 8-bit ``M``, rounds the offset ``B_c`` at ``2**N`` and outputs
-    ``round((sign(A) * M * X_c + B_c) / 2**N)`` (fqvit_reference.md §3.3; no epsilon, population
+    ``round((sign(A) * M * X_c + B_c) / 2**N)`` (docs/fqvit.md §3.3; no epsilon, population
     std). ``fake`` mode evaluates that in float32; this is the same computation in exact integer
     arithmetic, so the two differ only where float32 rounding decides (docs/numerics.md). Per row,
     with ``X_c = (x_c - zp) << alpha_c``, ``S1 = sum X``, ``S2 = sum X**2``, ``V = C*S2 - S1**2``::

@@ -24,6 +24,7 @@ __all__ = [
     "random_step_table",
     "scores_case",
     "attention_case",
+    "attention_uniform_case",
     "quantize_case",
     "ptf_activation",
     "small_cases",

@@ -1,4 +1,4 @@
-"""Independent transcription of FQ-ViT's Log-Int-Softmax (fqvit_reference.md §4), for tests only.
+"""Independent transcription of FQ-ViT's Log-Int-Softmax (docs/fqvit.md §4), for tests only.
 
 Written directly from the official formulas, in float32 as the official code runs them, on the
 fake-quantized scores ``x = (q - zp) * S`` (float32): ``x / S`` as is (not rounded), the I-BERT

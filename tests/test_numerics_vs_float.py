@@ -133,7 +133,7 @@ def _constant_rows_give_beta(expected, x_q, zp, alpha, beta, out_scale, out_zp):
 
 
 def _fqvit_int_layernorm_float64(x_q, zp, scale, gamma, beta, out_scale):
-    """FQ-ViT's QIntLayerNorm integer-mode formula (fqvit_reference.md §3.3) in float64, transcribed
+    """FQ-ViT's QIntLayerNorm integer-mode formula (docs/fqvit.md §3.3) in float64, transcribed
     independently: x_q on the PTF grid, no epsilon, 8-bit M over 2**N, B rounded at 2**N."""
     c = x_q.shape[-1]
     s_min = scale.min()

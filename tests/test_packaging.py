@@ -77,3 +77,19 @@ def test_our_triton_kernels_package_is_accepted():
     """)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "True"
+
+
+def test_all_lists_name_every_public_function_and_nothing_else():
+    """``__all__`` of the modules users import from lists each public function and class defined
+    there, and only names that exist (a new op's reference function or test case was missed once)."""
+    import inspect
+
+    from fqvit_kernels import params, reference, testing
+
+    for module in (reference, testing, params):
+        public = {name for name, value in vars(module).items()
+                  if not name.startswith("_") and (inspect.isfunction(value) or inspect.isclass(value))
+                  and getattr(value, "__module__", None) == module.__name__}
+        listed = set(module.__all__)
+        assert public <= listed, f"{module.__name__}.__all__ misses {sorted(public - listed)}"
+        assert listed <= set(vars(module)), f"{module.__name__}.__all__ names missing {sorted(listed - set(vars(module)))}"

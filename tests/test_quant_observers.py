@@ -1,7 +1,7 @@
 """``fake`` mode against an independent transcription of the official FQ-ViT code.
 
 The first half of this module transcribes megvii-research/FQ-ViT (HEAD 5daf591) from
-fqvit_reference.md §2–§6 in the official code's own structure — observers, ``UniformQuantizer``,
+docs/fqvit.md §2–§6 in the official code's own structure — observers, ``UniformQuantizer``,
 ``QAct``/``QLinear``/``QIntLayerNorm``/``QIntSoftmax`` with the ``calibrate`` / ``last_calibrate`` /
 ``quant`` flags and the ViT ``Block`` forward. It shares no code with ``fqvit_kernels``. The tests
 then run both on the same weights and calibration data and compare observers' scales and zero

@@ -2,7 +2,7 @@
 
 A per-tensor MinMax quantizer must cover the widest channel, so the narrow channels fall onto a
 handful of levels and the LayerNorm output of those channels is mostly noise. PTF gives every
-channel its own power-of-two factor over one shared zero point (fqvit_reference.md §3.2), which
+channel its own power-of-two factor over one shared zero point (docs/fqvit.md §3.2), which
 keeps up to 8x finer steps on the narrow channels. Errors are measured as SQNR (dB) of the
 LayerNorm output against the float LayerNorm of the unquantized input.
 """

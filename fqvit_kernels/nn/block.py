@@ -1,6 +1,6 @@
 """``QuantTimmVitBlock``: a timm ViT ``Block`` quantized the FQ-ViT way, in float / fake / int mode.
 
-Quantizer placement follows FQ-ViT's ``Block`` / ``Attention`` / ``Mlp`` (fqvit_reference.md §5.1)
+Quantizer placement follows FQ-ViT's ``Block`` / ``Attention`` / ``Mlp`` (docs/fqvit.md §5.1)
 with timm's attribute names::
 
     x (PTF grid of the input quantizer)

@@ -1,7 +1,7 @@
 """Building blocks of the quantized modules: the activation quantizer ``QAct``, ``QuantLinear``,
 ``QuantLayerNorm`` and the mode flags shared by all of them.
 
-Every module here has three modes (design.md §3):
+Every module here has three modes (docs/design.md §3):
 
 * ``float`` — FP32 forward; while ``calibrating`` each observer records its tensor and, on the
   ``last_batch``, fixes its ``(scale, zero_point)`` (FQ-ViT ``calibrate`` / ``last_calibrate``);
@@ -263,7 +263,7 @@ class QuantLinear(QuantModule):
 
 class QuantLayerNorm(QuantModule):
     """FQ-ViT ``QIntLayerNorm``: float LayerNorm while calibrating; in ``fake`` mode the integer-mode
-    formula of fqvit_reference.md §3.3 when PTF is on, else the float LayerNorm on the fake-quantized
+    formula of docs/fqvit.md §3.3 when PTF is on, else the float LayerNorm on the fake-quantized
     input. ``int`` mode runs ``torch.ops.fqvit.ptf_layernorm_dyadic`` (``kind == "dyadic"``: PTF with
     ``int_layernorm="fqvit"``, FQ-ViT's own formula) with ``gamma_multiplier``, ``gamma_shift``,
     ``beta_fixed``, or ``torch.ops.fqvit.ptf_layernorm`` (``kind == "exact"``: the exact LayerNorm

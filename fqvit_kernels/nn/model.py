@@ -1,6 +1,6 @@
 """Whole-model conversion of a timm ``VisionTransformer``: :func:`quantize_model`, save and load.
 
-Layout (FQ-ViT ``VisionTransformer``, fqvit_reference.md §5.1, with the patch embedding kept in
+Layout (FQ-ViT ``VisionTransformer``, docs/fqvit.md §5.1, with the patch embedding kept in
 float as the user asked): ``patch_embed`` (float) → ``cls_token`` / ``+ pos_embed`` (float) →
 ``qact1`` (PTF; in ``int`` mode ``torch.ops.fqvit.quantize`` — the float/int boundary) →
 :class:`QuantTimmVitBlock` × depth → ``norm`` (integer LayerNorm onto ``qact2``, class token only,

@@ -1,6 +1,6 @@
 """Quantization settings: :class:`QuantConfig` (FQ-ViT's defaults) and the named presets.
 
-FQ-ViT's ``Config(ptf, lis, quant_method)`` (fqvit_reference.md §1) fixes the bit types; the
+FQ-ViT's ``Config(ptf, lis, quant_method)`` (docs/fqvit.md §1) fixes the bit types; the
 fields here restate it:
 
 * weights: int8, symmetric, per output channel, MinMax (divisor 127.5) — not configurable;
@@ -18,7 +18,7 @@ from typing import Dict
 
 __all__ = ["QuantConfig", "PRESETS", "get_config", "OBSERVERS", "INT_LAYERNORMS"]
 
-#: Names of the activation observers (fqvit_reference.md §2.3).
+#: Names of the activation observers (docs/fqvit.md §2.3).
 OBSERVERS = ("minmax", "ema", "percentile", "omse")
 #: ``QuantConfig.int_layernorm`` choices.
 INT_LAYERNORMS = ("fqvit", "exact")

@@ -1,6 +1,6 @@
 """FQ-ViT observers: running statistics during calibration, then ``(scale, zero_point)``.
 
-Restated from the official ``models/ptq/observer/*.py`` (fqvit_reference.md §2.2–§3.2). Every
+Restated from the official ``models/ptq/observer/*.py`` (docs/fqvit.md §2.2–§3.2). Every
 observer sees one tensor per calibration batch through :meth:`Observer.update`; on the last batch
 the owner calls :meth:`Observer.compute` with that batch's tensor (OMSE and PTF search on it, the
 others ignore it). Scales are float32 tensors, zero points float32 tensors holding integers in the
@@ -220,7 +220,7 @@ class OmseObserver(Observer):
 
 
 class PtfObserver(Observer):
-    """Power-of-two factor observer for LayerNorm inputs (``PtfObserver``, fqvit_reference.md §3.2).
+    """Power-of-two factor observer for LayerNorm inputs (``PtfObserver``, docs/fqvit.md §3.2).
 
     Per-channel running min/max; at the end ``s8 = (max_t - min_t) / 255`` over all channels,
     candidates ``s8 / 8 * 2**a`` for ``a`` in 0..3, one zero point computed with ``s8``, and for

@@ -1,7 +1,7 @@
 """FQ-ViT's quantizers and float-simulated integer formulas (the ``fake`` mode numerics).
 
 Everything here is float32 arithmetic in the order the official code uses, so that ``fake`` mode
-reproduces FQ-ViT's numbers including its rounding quirks (fqvit_reference.md §2, §3.3, §4):
+reproduces FQ-ViT's numbers including its rounding quirks (docs/fqvit.md §2, §3.3, §4):
 
 * :func:`quantize_weight` — int8 symmetric per-output-channel MinMax (divisor 127.5);
 * :func:`fake_quantize` — uniform asymmetric uint8 (``x / s + zp``, half-to-even rounding);
@@ -104,7 +104,7 @@ def log_int_softmax_float(x: torch.Tensor, scale: torch.Tensor, bits: int = 4) -
 
 def int_layernorm_float(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor,
                         weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``QIntLayerNorm`` in integer mode (fqvit_reference.md §3.3), float32 as in the official code.
+    """``QIntLayerNorm`` in integer mode (docs/fqvit.md §3.3), float32 as in the official code.
 
     ``x`` is PTF fake-quantized with per-channel ``in_scale`` (or a scalar); ``out_scale`` is the scale
     of the QAct consuming the result. No epsilon; population standard deviation; ``A`` becomes an
