@@ -573,7 +573,7 @@ at::Tensor int_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const at::Tensor& exp_table, int64_t out_multiplier, int64_t out_shift,
                          int64_t out_zero_point) {
   const int64_t bsz = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
-  // Shape [B, H, N, D], memory [B, N, H, D] (ops._attention_output): the proj GEMM reads it as
+  // Shape [B, H, N, D], memory [B, N, H, D] (ops.attention_output): the proj GEMM reads it as
   // [B*N, H*D] without a copy.
   at::Tensor out = at::empty({bsz, n, heads, d}, q.options().dtype(at::kChar)).transpose(1, 2);
   const at::Tensor table = exp_table.contiguous();

@@ -25,12 +25,13 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch.library import custom_op
 
-from . import _checks as chk
+from . import checks as chk
 from . import reference as ref
 from .params import MAX_VARIANCE_OFFSET, max_linear_bias
 
 __all__ = [
     "OP_NAMES",
+    "attention_output",
     "value_checks",
     "value_checks_enabled",
     "int8_matmul",
@@ -72,7 +73,7 @@ def value_checks(enabled: bool) -> Iterator[None]:
 
 def value_checks_enabled() -> bool:
     """Whether value-reading checks run now in this thread: not while compiling or capturing a CUDA
-    graph. (Parameter tensors checked once before capture stay checked: see ``_checks.once``.)
+    graph. (Parameter tensors checked once before capture stay checked: see ``checks.once``.)
     """
     if not getattr(_STATE, "enabled", True) or torch.compiler.is_compiling():
         return False
@@ -484,8 +485,9 @@ def _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift,
     return q.shape
 
 
-def _attention_output(q: torch.Tensor) -> torch.Tensor:
-    """Output of int_attention: shape [B, H, N, D], memory [B, N, H, D] (ready for the proj GEMM)."""
+def attention_output(q: torch.Tensor) -> torch.Tensor:
+    """An empty int8 output for int_attention: shape [B, H, N, D], memory [B, N, H, D] (ready for the
+    proj GEMM); the C++ and Triton backends allocate it this way, as the fake kernel says."""
     b, h, n, d = q.shape
     return q.new_empty((b, n, h, d), dtype=torch.int8).transpose(1, 2)
 
@@ -516,7 +518,7 @@ def _(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, 
       out_multiplier, out_shift, out_zero_point):
     _check_int_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
                          exp_table, out_multiplier, out_shift, out_zero_point)
-    return _attention_output(q)
+    return attention_output(q)
 
 
 def _check_uniform_exp_table(exp_table: torch.Tensor, device) -> None:
@@ -584,7 +586,7 @@ def _(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, 
     _check_int_attention_uniform(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point,
                                  exp_table, inv_softmax_multiplier, inv_softmax_shift, softmax_zero_point,
                                  out_multiplier, out_shift, out_zero_point)
-    return _attention_output(q)
+    return attention_output(q)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import triton_kernels  # noqa: E402
 from triton_kernels import attention, attention_uniform, attn_v, gemm, layernorm, softmax  # noqa: E402
 
 from fqvit_kernels import params, reference as ref, testing  # noqa: E402
+from triton_lis_check import lis_codes_by_thresholds  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.interpreter
@@ -244,7 +245,7 @@ def test_lis_threshold_codes_match_division(gen):
         exps[40 + i, :3] = torch.stack([big - 1, big, big + 1])
     exps = torch.minimum(exps, total[:, None])
     exps[:, 5] = 0
-    got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+    got = lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
     expected = _reference_codes(total, exps)
     testing.assert_equal(got, expected, "codes")
     assert set(expected.unique().tolist()) == set(range(17))
@@ -258,7 +259,7 @@ def test_lis_threshold_codes_every_table_entry(gen):
         counts[:, 1:] *= torch.randint(0, 2, (64, table.numel() - 1), generator=gen)
         total = (counts * table).sum(dim=1)
         exps = table.expand(64, table.numel()).contiguous()
-        got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+        got = lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
         testing.assert_equal(got, _reference_codes(total, exps), f"codes at scale {scale}")
 
 
@@ -266,7 +267,7 @@ def test_lis_threshold_codes_exhaustive_small_sums():
     """Every pair 1 <= e <= E <= 512 (where round-half-even ties are densest)."""
     total = torch.arange(1, 513, dtype=torch.int64)
     exps = torch.minimum(torch.arange(1, 513, dtype=torch.int64)[None, :], total[:, None]).contiguous()
-    got = softmax.lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
+    got = lis_codes_by_thresholds(total.to(DEVICE), exps.to(DEVICE)).cpu()
     testing.assert_equal(got, _reference_codes(total, exps), "codes")
 
 

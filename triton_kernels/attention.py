@@ -22,7 +22,7 @@ has no exact rescaling, so the kernel makes three passes over the key tiles, rec
    for the zero point.
 
 The int32 context is requantized in the epilogue and stored through the output's strides, i.e.
-into the ``[B, N, H, D]`` memory of :func:`fqvit_kernels.ops._attention_output`.
+into the ``[B, N, H, D]`` memory of :func:`fqvit_kernels.ops.attention_output`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fqvit_kernels import _checks
-from fqvit_kernels.ops import _attention_output
+from fqvit_kernels import checks
+from fqvit_kernels.ops import attention_output
 
 from ._common import configs, device_guard, fast_paths_allowed, pow2_at_least
 from ._intmath import requantize_float32
@@ -265,7 +265,7 @@ def fast_attention(exp_table: torch.Tensor) -> bool:
     if not fast_paths_allowed():
         return False
     t = exp_table
-    return bool(_checks.cached_fact(t, "float32 integers",
+    return bool(checks.cached_fact(t, "float32 integers",
                                     lambda: bool(((t >= 0) & (t.to(torch.float32).to(torch.int64) == t)).all())))
 
 
@@ -279,7 +279,7 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
     """Launcher of ``fqvit::int_attention``: int8 ``[B, H, N, D]`` → int8 ``[B, H, N, D]`` (memory ``[B, N, H, D]``)."""
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     batch, heads, n, d = q.shape
-    out = _attention_output(q)
+    out = attention_output(q)
     block_d = head_block(d)
     with device_guard(q):
         _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]) * batch * heads,)](

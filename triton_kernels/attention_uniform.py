@@ -12,7 +12,7 @@ like :mod:`.attention` (the score tile is recomputed, never written to memory):
    v's zero point.
 
 The int32 context (``|.| <= 255 * 255 * N < 2**31``, validated) is requantized like FQ-ViT's float32
-quantizer and stored into the ``[B, N, H, D]`` memory of :func:`fqvit_kernels.ops._attention_output`.
+quantizer and stored into the ``[B, N, H, D]`` memory of :func:`fqvit_kernels.ops.attention_output`.
 Keys past ``N`` have ``e = 0``, hence code ``zp`` and weight 0.
 """
 
@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fqvit_kernels.ops import _attention_output
+from fqvit_kernels.ops import attention_output
 
 from ._common import configs, device_guard
 from ._intmath import requantize_float32
@@ -110,7 +110,7 @@ def int_attention_uniform(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv
     (memory ``[B, N, H, D]``)."""
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     batch, heads, n, d = q.shape
-    out = _attention_output(q)
+    out = attention_output(q)
     with device_guard(q):
         _int_attention_uniform_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]) * batch * heads,)](
             q, k, v, out, exp_table.contiguous(), heads, n, d,

@@ -87,8 +87,6 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
         yield (f"log_int_softmax L={length}", softmax._log_int_softmax_kernel,
                dict(s_ptr=_I8, out_ptr=_U8, table_ptr=_I64, levels_ptr=_I64), dict(BITS=4, ROWS=rows, BLOCK_L=block_l),
                warps, 3)
-    yield ("lis_codes_check", softmax._lis_codes_check_kernel,
-           dict(total_ptr=_I64, exps_ptr=_I64, out_ptr=_I32, levels_ptr=_I64), dict(BLOCK_R=32, BLOCK_L=256), 4, 3)
 
     for head_dim in (8, 64, 80):
         block_m, block_n, block_d, warps = attn_v.launch_config(head_dim)
@@ -125,7 +123,7 @@ def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict
 QUICK = ("gemm epilogue=2", "gemm epilogue=3", "gemm epilogue=2 fast", "gemm epilogue=3 fast", "ptf_layernorm C=768", "ptf_layernorm_dyadic C=768", "ptf_layernorm fast C=768",
          "ptf_layernorm chunked C=768 affine32", "ptf_layernorm chunked C=200", "ptf_layernorm_dyadic chunked C=200",
          "ptf_layernorm_dyadic chunked C=768",
-         "ptf_layernorm_dyadic fast C=768", "log_int_softmax L=197", "lis_codes_check",
+         "ptf_layernorm_dyadic fast C=768", "log_int_softmax L=197",
          "log_attn_v D=80", "attention_scores D=80", "int_attention D=32 ", "int_attention D=80 ", "int_attention fast D=32 ",
          "int_attention fast D=80 ", "int_attention_uniform D=32 ", "int_attention_uniform D=80 ")
 

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ._intmath import float32_code, float32_code_emulated, round_shift
-from fqvit_kernels import _checks, contract
+from fqvit_kernels import checks, contract
 
 from ._common import configs, device_guard, fast_paths_allowed, interpreting
 
@@ -205,7 +205,7 @@ def fast_epilogue(shift: torch.Tensor) -> bool:
     """
     if not fast_paths_allowed() or shift.numel() == 0:
         return False
-    return bool(_checks.cached_fact(shift, ("min_shift", FAST_MIN_SHIFT),
+    return bool(checks.cached_fact(shift, ("min_shift", FAST_MIN_SHIFT),
                                     lambda: int(shift.min()) >= FAST_MIN_SHIFT))
 
 

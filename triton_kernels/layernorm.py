@@ -24,7 +24,7 @@ import triton.language as tl
 from fqvit_kernels import contract
 
 from ._intmath import bit_length, floor_div, round_half_even_shift, round_half_even_shift_add, round_shift
-from fqvit_kernels import _checks
+from fqvit_kernels import checks
 
 from ._common import device_guard, fast_paths_allowed, interpreting, pow2_at_least
 
@@ -339,7 +339,7 @@ def fast_dyadic(gamma_multiplier: torch.Tensor) -> bool:
     if not fast_paths_allowed():
         return False
     g = gamma_multiplier
-    return bool(_checks.cached_fact(g, "normalised", lambda: bool(((g == 0) | (g.abs() >= 2**30)).all())))
+    return bool(checks.cached_fact(g, "normalised", lambda: bool(((g == 0) | (g.abs() >= 2**30)).all())))
 
 
 #: Widest rows the fast ``ptf_layernorm`` takes: its normalised values ``|z| <= sqrt(C - 1) * 2**24``
@@ -360,7 +360,7 @@ def affine_fits_int32(channels: int, weight_multiplier: torch.Tensor, bias: torc
         top = z_max * weight_multiplier.to(torch.int64).abs() + bias.to(torch.int64).abs() + (1 << s - 1)
         return bool(((top >> s) + 1 < 2**31 - 256).all())
 
-    return bool(_checks.cached_fact(weight_multiplier, ("int32 affine", channels), compute, also=(bias, shift)))
+    return bool(checks.cached_fact(weight_multiplier, ("int32 affine", channels), compute, also=(bias, shift)))
 
 
 def chunked_config(channels: int):

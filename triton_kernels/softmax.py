@@ -10,7 +10,7 @@ with ``U_c = floor(fl32(E) / L_c)`` for the per-level constants ``L_c = P_c * 2*
 25-bit ``mant``, long division in two steps), so no division happens per score.
 
 Also here: :func:`_lis_code4`, the 4-bit code used inside the fused attention kernel (16 thresholds,
-the 16th being the mask), and :func:`lis_codes_by_thresholds`, which exposes it for exhaustive tests.
+the 16th being the mask; tests/triton_lis_check.py runs it alone for exhaustive tests).
 """
 
 from __future__ import annotations
@@ -178,31 +178,4 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
                                       BITS=int(bits), ROWS=rows_per_program, BLOCK_L=block_l, num_warps=num_warps)
     if result is not out:
         out.copy_(result)
-    return out
-
-
-@triton.jit
-def _lis_codes_check_kernel(total_ptr, exps_ptr, out_ptr, levels_ptr, R, L, BLOCK_R: tl.constexpr,
-                            BLOCK_L: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask = (rows < R)[:, None] & (cols < L)[None, :]
-    total = tl.load(total_ptr + rows, mask=rows < R, other=1)
-    offs = rows.to(tl.int64)[:, None] * L + cols[None, :]
-    exps = tl.load(exps_ptr + offs, mask=mask, other=1)
-    code = _lis_code4(exps, _lis_thresholds(total, levels_ptr))
-    tl.store(out_ptr + offs, code, mask=mask)
-
-
-def lis_codes_by_thresholds(total: torch.Tensor, exps: torch.Tensor) -> torch.Tensor:
-    """The fused attention's code rule on int64 row sums ``total [R]`` and ``exps [R, L]``.
-
-    Returns int32 codes 0..16 (16 = masked) for tests against the reference formula.
-    """
-    rows, length = exps.shape
-    out = torch.empty((rows, length), dtype=torch.int32, device=exps.device)
-    grid = (triton.cdiv(rows, 32), triton.cdiv(length, 256))
-    with device_guard(exps):
-        _lis_codes_check_kernel[grid](total.contiguous(), exps.contiguous(), out, level_table(exps.device), rows,
-                                      length, BLOCK_R=32, BLOCK_L=256)
     return out

@@ -412,7 +412,7 @@ class QuantTimmVitBlock(QuantModule):
             raise ValueError(f"expected x of shape [B >= 1, N >= 1, {self.dim}], got {tuple(x.shape)}")
         b, n, c = x.shape
         # The ops' value checks read the (constant) parameters on the first call only: the buffers
-        # are fingerprinted by version counter (_checks.track_by_version), so later calls read
+        # are fingerprinted by version counter (checks.track_by_version), so later calls read
         # nothing on the host. Any int8 input is valid. (No torch.no_grad() here: integer tensors
         # carry no autograd history, and a grad-mode switch would wrap torch.export's graph in a
         # higher-order op that its serialiser refuses.)

@@ -77,10 +77,10 @@ class QuantModule(nn.Module):
 
 def track_buffers(module: nn.Module, recurse: bool = True) -> None:
     """Let the op checks fingerprint ``module``'s buffers by version counter instead of a CRC of
-    their contents (:func:`fqvit_kernels._checks.track_by_version`): a converted module's integer
+    their contents (:func:`fqvit_kernels.checks.track_by_version`): a converted module's integer
     parameters are written only by in-place ops or loading, so its forwards then read no parameter
     on the host after their first call."""
-    from .._checks import track_by_version
+    from ..checks import track_by_version
 
     track_by_version(module.buffers(recurse=recurse))
 
