@@ -25,9 +25,8 @@ namespace fqvit {
 #define FQVIT_SIMD
 #endif
 
-// Output rows are int8 (a char type, which may alias anything): without restrict on the
-// pointers of the hot loops GCC must assume aliasing and does not vectorize them.
-#define FQVIT_R __restrict__
+// The hot loops' pointers are __restrict__: output rows are int8 (a char type, which may alias
+// anything), and without restrict GCC must assume aliasing and does not vectorize them.
 
 // reference.round_shift: floor((v + 2**(s-1)) / 2**s) for 1 <= s <= 62, computed as
 // ((v >> (s-1)) + 1) >> 1. Same value: with v = q * 2**(s-1) + r, 0 <= r < 2**(s-1), both are

@@ -62,8 +62,9 @@ constexpr int64_t kPanelMinColumns = 1024;  // only wide products are split
 // as in the reference: acc * multiplier + bias (bias int64, added after the multiplication) needs
 // up to 62 bits.
 
-FQVIT_SIMD void row_plain(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
-                          const int32_t* FQVIT_R shift, int64_t zp, int8_t* FQVIT_R out, int64_t n) {
+FQVIT_SIMD void row_plain(const int32_t* __restrict__ acc, const int64_t* __restrict__ bias,
+                          const int32_t* __restrict__ mult,
+                          const int32_t* __restrict__ shift, int64_t zp, int8_t* __restrict__ out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t t = round_shift(int64_t(acc[j]) * mult[j] + bias[j], shift[j]) + zp;
     out[j] = int8_t(clamp64(t, -128, 127));
@@ -73,8 +74,9 @@ FQVIT_SIMD void row_plain(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bia
 // Pre-GELU grid index t, clamped to [-1, hi] (hi = L << cell_bits): the step table gives the same
 // code for every t below 0 (cell 0, before any step) and above hi (the last cell, past any step),
 // so the clamp changes nothing and keeps t in int32.
-FQVIT_SIMD void row_gelu_index(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
-                               const int32_t* FQVIT_R shift, int64_t zp, int64_t hi, int32_t* FQVIT_R index,
+FQVIT_SIMD void row_gelu_index(const int32_t* __restrict__ acc, const int64_t* __restrict__ bias,
+                               const int32_t* __restrict__ mult,
+                               const int32_t* __restrict__ shift, int64_t zp, int64_t hi, int32_t* __restrict__ index,
                                int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t t = round_shift(int64_t(acc[j]) * mult[j] + bias[j], shift[j]) + zp;
@@ -99,10 +101,13 @@ inline int64_t residual_mixed(int64_t acc, int64_t bias, int64_t mult, int64_t s
   return (branch - zp) * bmult + (res - res_zp) * rmult;
 }
 
-FQVIT_SIMD void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R bias, const int32_t* FQVIT_R mult,
-                             const int32_t* FQVIT_R shift, int64_t zp, const int8_t* FQVIT_R res, int64_t res_zp,
-                             const int32_t* FQVIT_R bmult, const int32_t* FQVIT_R rmult, const float* FQVIT_R scale,
-                             float final_zp, int8_t* FQVIT_R out, int64_t n) {
+FQVIT_SIMD void row_residual(const int32_t* __restrict__ acc, const int64_t* __restrict__ bias,
+                             const int32_t* __restrict__ mult,
+                             const int32_t* __restrict__ shift, int64_t zp, const int8_t* __restrict__ res,
+                             int64_t res_zp,
+                             const int32_t* __restrict__ bmult, const int32_t* __restrict__ rmult,
+                             const float* __restrict__ scale,
+                             float final_zp, int8_t* __restrict__ out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t mixed = residual_mixed(acc[j], bias[j], mult[j], shift[j], zp, res[j], res_zp, bmult[j], rmult[j]);
     out[j] = int8_t(float32_code_hw(mixed, scale[j], final_zp));
@@ -113,8 +118,9 @@ FQVIT_SIMD void row_residual(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R 
 // = table[cell] packs below (bits 0..7), direction + 1 (bits 8..9) and the step (bits 10..30);
 // code = below + direction * (t - (cell << bits) >= step). GCC does not vectorize the gather, so
 // the AVX-512 path gathers 16 entries at a time.
-void gelu_scalar(const int32_t* FQVIT_R index, int64_t n, const int32_t* FQVIT_R table, int32_t length, int32_t bits,
-                 int8_t* FQVIT_R out) {
+void gelu_scalar(const int32_t* __restrict__ index, int64_t n, const int32_t* __restrict__ table, int32_t length,
+                 int32_t bits,
+                 int8_t* __restrict__ out) {
   for (int64_t j = 0; j < n; ++j) {
     const int32_t t = index[j];
     const int32_t cell = std::min((t < 0 ? 0 : t) >> bits, length - 1);
@@ -126,9 +132,9 @@ void gelu_scalar(const int32_t* FQVIT_R index, int64_t n, const int32_t* FQVIT_R
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx512f"))) void gelu_avx512(const int32_t* FQVIT_R index, int64_t n,
-                                                    const int32_t* FQVIT_R table, int32_t length, int32_t bits,
-                                                    int8_t* FQVIT_R out) {
+__attribute__((target("avx512f"))) void gelu_avx512(const int32_t* __restrict__ index, int64_t n,
+                                                    const int32_t* __restrict__ table, int32_t length, int32_t bits,
+                                                    int8_t* __restrict__ out) {
   const __m512i zero = _mm512_setzero_si512(), last = _mm512_set1_epi32(length - 1), three = _mm512_set1_epi32(3),
                 one = _mm512_set1_epi32(1);
   const __m128i count = _mm_cvtsi32_si128(bits);

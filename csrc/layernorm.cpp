@@ -31,8 +31,9 @@ int64_t isqrt64(int64_t v) {
 }
 
 // Channel sums of X_c = (x_c - zp) << alpha_c; |X_c| <= 255 * 8, so S2 <= 8192 * 2040**2 < 2**36.
-FQVIT_SIMD void row_sums(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, int64_t zp, int64_t c, int64_t* FQVIT_R s1_out,
-                         int64_t* FQVIT_R s2_out) {
+FQVIT_SIMD void row_sums(const int8_t* __restrict__ x, const int32_t* __restrict__ alpha, int64_t zp, int64_t c,
+                         int64_t* __restrict__ s1_out,
+                         int64_t* __restrict__ s2_out) {
   int64_t s1 = 0, s2 = 0;
   for (int64_t j = 0; j < c; ++j) {
     const int64_t v = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha);
@@ -43,9 +44,11 @@ FQVIT_SIMD void row_sums(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, 
   *s2_out = s2;
 }
 
-FQVIT_SIMD void row_output(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, int64_t zp, int64_t c, int64_t s1,
-                           int64_t reciprocal, int64_t norm_shift, const int32_t* FQVIT_R wmult, const int64_t* FQVIT_R bias,
-                           const int32_t* FQVIT_R shift, int64_t out_zp, int8_t* FQVIT_R out) {
+FQVIT_SIMD void row_output(const int8_t* __restrict__ x, const int32_t* __restrict__ alpha, int64_t zp, int64_t c,
+                           int64_t s1,
+                           int64_t reciprocal, int64_t norm_shift, const int32_t* __restrict__ wmult,
+                           const int64_t* __restrict__ bias,
+                           const int32_t* __restrict__ shift, int64_t out_zp, int8_t* __restrict__ out) {
   for (int64_t j = 0; j < c; ++j) {
     const int64_t dev = c * ((int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha)) - s1;
     const int64_t norm = round_shift(dev * reciprocal, norm_shift);
@@ -67,9 +70,10 @@ constexpr int64_t kDyadicAFrac = contract::kLnDyadicAFracBits, kDyadicMeanFrac =
 // Two loops over the row's channels: dyadic_factors derives each channel's signed M, N and bias
 // term B for this row (int64 work), dyadic_apply then rounds M * x + B by N. (One fused loop was
 // vectorized by GCC 12 with heavy register spilling: 1.7 ns per element at ViT-B shapes.)
-FQVIT_SIMD void dyadic_factors(int64_t c, int64_t rho, int64_t e0, int64_t mean, const int32_t* FQVIT_R gmult,
-                               const int32_t* FQVIT_R gshift, const int64_t* FQVIT_R beta, int32_t* FQVIT_R m_out,
-                               int32_t* FQVIT_R n_out, int64_t* FQVIT_R b_out) {
+FQVIT_SIMD void dyadic_factors(int64_t c, int64_t rho, int64_t e0, int64_t mean, const int32_t* __restrict__ gmult,
+                               const int32_t* __restrict__ gshift, const int64_t* __restrict__ beta,
+                               int32_t* __restrict__ m_out,
+                               int32_t* __restrict__ n_out, int64_t* __restrict__ b_out) {
   for (int64_t j = 0; j < c; ++j) {
     const int64_t gm = gmult[j];
     const int64_t sign = gm < 0 ? -1 : 1;
@@ -89,9 +93,10 @@ FQVIT_SIMD void dyadic_factors(int64_t c, int64_t rho, int64_t e0, int64_t mean,
   }
 }
 
-FQVIT_SIMD void dyadic_apply(const int8_t* FQVIT_R x, const int32_t* FQVIT_R alpha, int64_t zp, int64_t c,
-                             const int32_t* FQVIT_R m, const int32_t* FQVIT_R n, const int64_t* FQVIT_R b,
-                             int64_t out_zp, int8_t* FQVIT_R out) {
+FQVIT_SIMD void dyadic_apply(const int8_t* __restrict__ x, const int32_t* __restrict__ alpha, int64_t zp, int64_t c,
+                             const int32_t* __restrict__ m, const int32_t* __restrict__ n,
+                             const int64_t* __restrict__ b,
+                             int64_t out_zp, int8_t* __restrict__ out) {
   for (int64_t j = 0; j < c; ++j) {
     const int64_t xj = (int64_t(x[j]) - zp) << shift_amount(alpha[j], 0, contract::kMaxPtfAlpha);
     const int64_t y = round_half_even_shift(int64_t(m[j]) * xj + b[j], n[j]);

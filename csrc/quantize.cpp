@@ -12,8 +12,9 @@ namespace fqvit {
 namespace {
 
 // x [rows, c] row-major; scale has c entries (per channel) or one (scale_step 0).
-FQVIT_SIMD void quantize_rows(const float* FQVIT_R x, const float* FQVIT_R scale, int64_t scale_step, float offset, int64_t rows,
-                              int64_t c, int8_t* FQVIT_R out) {
+FQVIT_SIMD void quantize_rows(const float* __restrict__ x, const float* __restrict__ scale, int64_t scale_step,
+                              float offset, int64_t rows,
+                              int64_t c, int8_t* __restrict__ out) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < c; ++j) {
       const float q = x[i * c + j] / scale[j * scale_step];
@@ -23,8 +24,9 @@ FQVIT_SIMD void quantize_rows(const float* FQVIT_R x, const float* FQVIT_R scale
     }
 }
 
-FQVIT_SIMD void dequantize_rows(const int8_t* FQVIT_R x, const float* FQVIT_R scale, int64_t scale_step, int32_t zp, int64_t rows,
-                                int64_t c, float* FQVIT_R out) {
+FQVIT_SIMD void dequantize_rows(const int8_t* __restrict__ x, const float* __restrict__ scale, int64_t scale_step,
+                                int32_t zp, int64_t rows,
+                                int64_t c, float* __restrict__ out) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < c; ++j) out[i * c + j] = float(int32_t(x[i * c + j]) - zp) * scale[j * scale_step];
 }

@@ -99,8 +99,9 @@ constexpr int kMaxLevels = 15;  // codes 1..15 of a 4-bit LIS
 
 // Code of every distance 0..count-1 of a row from the exponent thresholds: level[c] is the
 // threshold of code c + 1 (INT64_MIN beyond the used levels). Vectorizes over distances.
-FQVIT_SIMD void code_table(const int64_t* FQVIT_R table, int64_t count, const int64_t* FQVIT_R level, int64_t masked,
-                           uint8_t* FQVIT_R out) {
+FQVIT_SIMD void code_table(const int64_t* __restrict__ table, int64_t count, const int64_t* __restrict__ level,
+                           int64_t masked,
+                           uint8_t* __restrict__ out) {
   for (int64_t d = 0; d < count; ++d) {
     const int64_t e = table[d];
     int32_t code = 0;
@@ -109,7 +110,7 @@ FQVIT_SIMD void code_table(const int64_t* FQVIT_R table, int64_t count, const in
   }
 }
 
-FQVIT_SIMD void row_range(const int8_t* FQVIT_R s, int64_t n, int8_t* mx_out, int8_t* mn_out) {
+FQVIT_SIMD void row_range(const int8_t* __restrict__ s, int64_t n, int8_t* mx_out, int8_t* mn_out) {
   int8_t mx = s[0], mn = s[0];
   for (int64_t j = 1; j < n; ++j) {
     mx = s[j] > mx ? s[j] : mx;
@@ -120,7 +121,7 @@ FQVIT_SIMD void row_range(const int8_t* FQVIT_R s, int64_t n, int8_t* mx_out, in
 }
 
 // Sum of the row's exponents; unsigned (wrapping) adds, <= 2**63 - 1 for validated tables.
-FQVIT_SIMD uint64_t row_total(const int8_t* FQVIT_R s, int64_t n, const int64_t* FQVIT_R table, int mx) {
+FQVIT_SIMD uint64_t row_total(const int8_t* __restrict__ s, int64_t n, const int64_t* __restrict__ table, int mx) {
   uint64_t total = 0;
   for (int64_t j = 0; j < n; ++j) total += uint64_t(table[mx - int(s[j])]);
   return total;
@@ -128,7 +129,7 @@ FQVIT_SIMD uint64_t row_total(const int8_t* FQVIT_R s, int64_t n, const int64_t*
 
 // Number of distances 0..count-1 whose exponent is above the masked threshold, and one past the
 // last of them (every distance from there on is masked).
-FQVIT_SIMD int64_t count_above(const int64_t* FQVIT_R table, int64_t count, int64_t threshold, int64_t* end) {
+FQVIT_SIMD int64_t count_above(const int64_t* __restrict__ table, int64_t count, int64_t threshold, int64_t* end) {
   int64_t above = 0, last = -1;
   for (int64_t d = 0; d < count; ++d) {
     above += table[d] > threshold;
@@ -144,7 +145,7 @@ FQVIT_SIMD int64_t count_above(const int64_t* FQVIT_R table, int64_t count, int6
 // and top mantissa bit (code >= c iff R >= T_c: T_1 = 2, T_c = 3 * 2**(c - 2)). No per-row 128-bit
 // divisions for the thresholds. Returns false (nothing written) when an exponent is not a float32
 // integer; the caller then takes the threshold form.
-FQVIT_SIMD bool exps_are_float32(const int64_t* FQVIT_R table, int64_t count) {
+FQVIT_SIMD bool exps_are_float32(const int64_t* __restrict__ table, int64_t count) {
   int64_t inexact = 0;
   for (int64_t d = 0; d < count; ++d) {
     const int64_t e = table[d];
@@ -153,8 +154,8 @@ FQVIT_SIMD bool exps_are_float32(const int64_t* FQVIT_R table, int64_t count) {
   return inexact == 0;
 }
 
-FQVIT_SIMD void code_table_float32(const int64_t* FQVIT_R table, int64_t count, float total, int32_t mask_level,
-                                   uint8_t* FQVIT_R out) {
+FQVIT_SIMD void code_table_float32(const int64_t* __restrict__ table, int64_t count, float total, int32_t mask_level,
+                                   uint8_t* __restrict__ out) {
   constexpr float kRound = 8388608.0f;  // 2**23: q + 2**23 - 2**23 rounds q half to even (q < 2**23)
   for (int64_t d = 0; d < count; ++d) {
     const int64_t e = table[d];
@@ -217,15 +218,16 @@ int64_t block_rows(int64_t n) {
 // Scores block: acc = q_blk k^T (int32, raw codes), col_term_j = -zp * rowsum(k_j),
 // row_term = D zp^2 - zp * rowsum(q_i); output int8 on the score grid, rounded like FQ-ViT's float32
 // quantizer (float32_code_hw: exact, one vectorized pass).
-FQVIT_SIMD void score_row(const int32_t* FQVIT_R acc, const int64_t* FQVIT_R col_term, int64_t row_term,
-                          int64_t mult, float scale, float zp_f, int8_t* FQVIT_R out, int64_t n) {
+FQVIT_SIMD void score_row(const int32_t* __restrict__ acc, const int64_t* __restrict__ col_term, int64_t row_term,
+                          int64_t mult, float scale, float zp_f, int8_t* __restrict__ out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t s = int64_t(acc[j]) + col_term[j] + row_term;  // |s| <= 255**2 * D < 2**31
     out[j] = int8_t(float32_code_hw(s * mult, scale, zp_f));
   }
 }
 
-FQVIT_SIMD void row_sums(const int8_t* FQVIT_R x, int64_t rows, int64_t stride, int64_t d, int64_t* FQVIT_R out) {
+FQVIT_SIMD void row_sums(const int8_t* __restrict__ x, int64_t rows, int64_t stride, int64_t d,
+                         int64_t* __restrict__ out) {
   for (int64_t i = 0; i < rows; ++i) {
     int64_t s = 0;
     for (int64_t c = 0; c < d; ++c) s += x[i * stride + c];
@@ -276,8 +278,9 @@ struct PvWorkspace {
 
 // Digit planes and weight sum of one code row (arithmetic rather than table look-ups, so the
 // loop vectorizes): e = 15 - k, plane e / 7 gets 2**(e mod 7).
-FQVIT_SIMD int64_t code_digits(const uint8_t* FQVIT_R codes, int64_t n, int8_t* FQVIT_R d0, int8_t* FQVIT_R d1,
-                               int8_t* FQVIT_R d2) {
+FQVIT_SIMD int64_t code_digits(const uint8_t* __restrict__ codes, int64_t n, int8_t* __restrict__ d0,
+                               int8_t* __restrict__ d1,
+                               int8_t* __restrict__ d2) {
   int64_t wsum = 0;
   for (int64_t j = 0; j < n; ++j) {
     const int32_t k = codes[j];
@@ -293,8 +296,9 @@ FQVIT_SIMD int64_t code_digits(const uint8_t* FQVIT_R codes, int64_t n, int8_t* 
 
 // context = P0 v + 2**7 P1 v + 2**14 P2 v - zp * wsum, wrapped to int32 like the reference's
 // .to(torch.int32) (LIS codes keep it far inside int32 anyway).
-FQVIT_SIMD void combine_row(const int32_t* FQVIT_R p0, const int32_t* FQVIT_R p1, const int32_t* FQVIT_R p2,
-                            int64_t corr, int64_t d, int32_t* FQVIT_R ctx) {
+FQVIT_SIMD void combine_row(const int32_t* __restrict__ p0, const int32_t* __restrict__ p1,
+                            const int32_t* __restrict__ p2,
+                            int64_t corr, int64_t d, int32_t* __restrict__ ctx) {
   for (int64_t c = 0; c < d; ++c) {
     const int64_t s = corr + int64_t(p0[c]) + (int64_t(p1[c]) << 7) + (int64_t(p2[c]) << 14);
     ctx[c] = int32_t(uint32_t(uint64_t(s)));
@@ -302,13 +306,13 @@ FQVIT_SIMD void combine_row(const int32_t* FQVIT_R p0, const int32_t* FQVIT_R p1
 }
 
 // The context requantization, rounded like FQ-ViT's float32 quantizer (float32_code_hw, exact).
-FQVIT_SIMD void requant_row(const int32_t* FQVIT_R ctx, int64_t d, int64_t mult, float scale, float zp_f,
-                            int8_t* FQVIT_R out) {
+FQVIT_SIMD void requant_row(const int32_t* __restrict__ ctx, int64_t d, int64_t mult, float scale, float zp_f,
+                            int8_t* __restrict__ out) {
   for (int64_t c = 0; c < d; ++c) out[c] = int8_t(float32_code_hw(int64_t(ctx[c]) * mult, scale, zp_f));
 }
 
-FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t stride, int64_t d, int32_t zp,
-                            int32_t* FQVIT_R out) {
+FQVIT_SIMD void center_rows(const int8_t* __restrict__ v, int64_t rows, int64_t stride, int64_t d, int32_t zp,
+                            int32_t* __restrict__ out) {
   for (int64_t j = 0; j < rows; ++j)
     for (int64_t c = 0; c < d; ++c) out[j * d + c] = int32_t(v[j * stride + c]) - zp;
 }
@@ -321,8 +325,10 @@ FQVIT_SIMD void center_rows(const int8_t* FQVIT_R v, int64_t rows, int64_t strid
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-loop-unroll-and-jam")))
 #endif
-FQVIT_SIMD void sparse_rows(const uint8_t* FQVIT_R codes, int64_t r, int64_t nk, const int32_t* FQVIT_R centered,
-                            int64_t d, uint32_t* FQVIT_R acc, int32_t* FQVIT_R keys, int32_t* FQVIT_R ctx) {
+FQVIT_SIMD void sparse_rows(const uint8_t* __restrict__ codes, int64_t r, int64_t nk,
+                            const int32_t* __restrict__ centered,
+                            int64_t d, uint32_t* __restrict__ acc, int32_t* __restrict__ keys,
+                            int32_t* __restrict__ ctx) {
   for (int64_t i = 0; i < r; ++i) {
     for (int64_t c = 0; c < d; ++c) acc[c] = 0;
     const uint8_t* row = codes + i * nk;
@@ -427,7 +433,8 @@ int64_t uniform_row(const int8_t* s, int64_t n, const int64_t* table, int64_t in
 
 // The weights as two int8 digit planes, w = 128 * hi + lo with lo = w & 127 in [0, 127] and
 // hi = w >> 7 in [-2, 1]: exact int8 GEMM operands.
-FQVIT_SIMD void uniform_digits(const int16_t* FQVIT_R w, int64_t n, int8_t* FQVIT_R lo, int8_t* FQVIT_R hi) {
+FQVIT_SIMD void uniform_digits(const int16_t* __restrict__ w, int64_t n, int8_t* __restrict__ lo,
+                               int8_t* __restrict__ hi) {
   for (int64_t j = 0; j < n; ++j) {
     lo[j] = int8_t(w[j] & 127);
     hi[j] = int8_t(w[j] >> 7);
@@ -435,8 +442,9 @@ FQVIT_SIMD void uniform_digits(const int16_t* FQVIT_R w, int64_t n, int8_t* FQVI
 }
 
 // context = P_lo v + 128 P_hi v - zp * sum_j w_j; |context| <= 255 * 255 * N < 2**31 (validated).
-FQVIT_SIMD void uniform_combine(const int32_t* FQVIT_R p_lo, const int32_t* FQVIT_R p_hi, int64_t corr, int64_t d,
-                                int32_t* FQVIT_R ctx) {
+FQVIT_SIMD void uniform_combine(const int32_t* __restrict__ p_lo, const int32_t* __restrict__ p_hi, int64_t corr,
+                                int64_t d,
+                                int32_t* __restrict__ ctx) {
   for (int64_t c = 0; c < d; ++c) ctx[c] = int32_t(corr + int64_t(p_lo[c]) + (int64_t(p_hi[c]) << 7));
 }
 
