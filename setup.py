@@ -29,6 +29,22 @@ if sources and os.environ.get("FQVIT_NO_EXTENSION", "0") != "1":
             extra_link_args=openmp,
         )
     )
-    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
+    _ninja_build = BuildExtension.with_options(use_ninja=True)
+
+    class BuildKeepingObjects(_ninja_build):
+        """Compiles in a fixed folder (``build/temp``) so that ninja finds the objects of the last
+        build: a second ``pip install -e .`` of an unchanged tree only relinks (seconds) instead of
+        recompiling every file (pip's editable build otherwise uses a fresh temporary folder)."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            self.build_temp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build", "temp")
+
+        def build_extensions(self):
+            print(f"fqvit-kernels: building the C++ extension from {len(sources)} files in {self.build_temp} "
+                  "(~1.5 min on 2 cores from clean; unchanged files are not recompiled)", flush=True)
+            super().build_extensions()
+
+    cmdclass["build_ext"] = BuildKeepingObjects
 
 setup(ext_modules=ext_modules, cmdclass=cmdclass)
