@@ -6,9 +6,11 @@
 
 Sections are modules of this folder with ``run(ctx) -> list[Row]`` (see ``bench/common.py``); each
 verifies a kernel's output against the reference before timing it. Results are printed as a table
-with speed-up columns and appended to ``bench/results/results.jsonl`` (one JSON object per row,
-keyed by device name, torch/triton versions, date and git commit), plus a PNG plot of the
-speed-ups when matplotlib is installed.
+with speed-up columns and appended to ``bench/results/local/results.jsonl`` (untracked; ``--out
+bench/results`` adds a run to the committed results): one JSON object per row, keyed by device
+name, torch/triton versions, date and git commit, plus a PNG plot of the speed-ups over the float
+baselines when matplotlib is installed. Rows whose 20-80 percentile spread exceeds 1.25x are
+marked ``!`` (a busy machine), and a load average above the core count is reported.
 """
 
 from __future__ import annotations
@@ -85,32 +87,72 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
+#: A row whose 80th-percentile time exceeds its 20th by more than this is flagged as noisy.
+NOISY_SPREAD = 1.25
+
+
+def _rate(r: Row) -> str:
+    """Throughput where it means something: integer/float operations per second (GEMM-like rows),
+    bytes per second (memory-bound rows) or images per second (models), in units that do not
+    round to zero."""
+    if not r.work or not r.median_ms or r.median_ms != r.median_ms or r.median_ms <= 0:
+        return ""
+    per_s = r.work / (r.median_ms * 1e-3)
+    if r.work_unit == "op":
+        return f"{per_s / 1e12:.2f} TOP/s" if per_s >= 1e12 else f"{per_s / 1e9:.1f} GOP/s"
+    if r.work_unit == "img":
+        return f"{per_s:.1f} img/s"
+    return f"{per_s / 1e9:.1f} GB/s" if per_s >= 1e9 else f"{per_s / 1e6:.0f} MB/s"
+
+
+def _noisy(r: Row) -> bool:
+    return r.p20_ms > 0 and r.p80_ms / r.p20_ms > NOISY_SPREAD
+
+
 def _format_table(rows: List[Row]) -> str:
-    """One line per (kernel, shape, provider), with the speed-up over the row's baseline."""
+    """One line per (kernel, shape, provider), with the speed-up over the row's baseline; columns
+    as wide as their longest entry (nothing is cut). A ``!`` marks a noisy row (p80/p20 above
+    :data:`NOISY_SPREAD`): its ratios are unreliable."""
     by_key = {(r.section, r.kernel, r.shape, r.provider): r for r in rows}
-    header = f"{'section':<9} {'kernel':<28} {'shape':<26} {'provider':<22} {'median ms':>10} {'p20':>9} {'p80':>9} {'speed-up':>16} {'rate':>12}"
-    lines = [header, "-" * len(header)]
+    cells = []
     for r in rows:
         speedup = ""
         if r.baseline:
             base = by_key.get((r.section, r.kernel, r.shape, r.baseline))
             if base is not None and r.median_ms > 0:
-                speedup = f"{base.median_ms / r.median_ms:6.2f}x {r.baseline[:8]}"
-        rate = ""
-        if r.work and r.median_ms > 0:
-            per_s = r.work / (r.median_ms * 1e-3)
-            if r.work_unit == "op":
-                rate = f"{per_s / 1e12:7.1f} TOP/s"
-            elif r.work_unit == "img":
-                rate = f"{per_s:7.1f} img/s"
-            else:
-                rate = f"{per_s / 1e9:7.0f} GB/s"
-        lines.append(f"{r.section:<9} {r.kernel:<28.28} {r.shape:<26.26} {r.provider:<22.22} {r.median_ms:10.4f} "
-                     f"{r.p20_ms:9.4f} {r.p80_ms:9.4f} {speedup:>16} {rate:>12}")
+                speedup = f"{base.median_ms / r.median_ms:.2f}x vs {r.baseline}"
+        cells.append((r.section, r.kernel, r.shape, r.provider, f"{r.median_ms:.4f}", f"{r.p20_ms:.4f}",
+                      f"{r.p80_ms:.4f}", "!" if _noisy(r) else "", speedup, _rate(r)))
+    titles = ("section", "kernel", "shape", "provider", "median ms", "p20", "p80", "", "speed-up", "rate")
+    widths = [max(len(t), *(len(c[i]) for c in cells)) for i, t in enumerate(titles)]
+    right = {4, 5, 6, 9}
+
+    def line(values):
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    lines = [line(titles).rstrip(), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    lines += [line(c).rstrip() for c in cells]
+    noisy = [r for r in rows if _noisy(r)]
+    if noisy:
+        lines += ["", f"! {len(noisy)} of {len(rows)} rows spread more than {NOISY_SPREAD:.2f}x between their 20th "
+                      "and 80th percentile: the machine was busy, their ratios are unreliable (rerun on a quiet machine)"]
     notes = [f"  {r.kernel} {r.shape} {r.provider}: {r.note}" for r in rows if r.note]
     if notes:
         lines += ["", "notes:"] + notes
     return "\n".join(lines)
+
+
+def _load_warning() -> str:
+    """A warning when the machine runs more than one process per core (then every timing is shared)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return ""
+    cores = os.cpu_count() or 1
+    if load > cores:
+        return (f"warning: load average {load:.1f} on {cores} cores: other work competes with this run, "
+                "times and ratios are unreliable")
+    return ""
 
 
 def _save(rows: List[Row], env: Dict[str, str], out_dir: Path) -> Path:
@@ -123,33 +165,58 @@ def _save(rows: List[Row], env: Dict[str, str], out_dir: Path) -> Path:
 
 
 def _plot(rows: List[Row], env: Dict[str, str], out_dir: Path):
+    """One slide-sized figure: the speed-up of each fqvit op, block and model over its float
+    baseline (not over the pure-PyTorch reference), on a log axis centred on 1x, with value labels."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
+        from matplotlib.patches import Patch
     except ImportError:
         return None
     by_key = {(r.section, r.kernel, r.shape, r.provider): r for r in rows}
-    labels, values = [], []
+    labels, values, noisy = [], [], []
     for r in rows:
-        base = by_key.get((r.section, r.kernel, r.shape, r.baseline)) if r.baseline else None
-        if base is not None and r.median_ms > 0:
-            labels.append(f"{r.kernel} {r.shape} {r.provider} vs {r.baseline}")
+        if not r.baseline or r.provider == "reference":
+            continue
+        base = by_key.get((r.section, r.kernel, r.shape, r.baseline))
+        if base is not None and r.median_ms > 0 and base.median_ms == base.median_ms:
+            labels.append(f"{r.kernel} [{r.shape}] {r.provider} vs {r.baseline}")
             values.append(base.median_ms / r.median_ms)
+            noisy.append(_noisy(r) or _noisy(base))
     if not values:
         return None
-    fig, ax = plt.subplots(figsize=(10, 0.3 * len(values) + 1.5))
-    ax.barh(range(len(values)), values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
+    import math
+
+    height = 0.24 * len(values) + 1.6
+    width = max(12.0, height)
+    fig, ax = plt.subplots(figsize=(width, height))
+    colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
+    # Bars grow from 1x: right for faster, left for slower.
+    ax.barh(range(len(values)), [v - 1.0 for v in values], left=1.0, color=colors, alpha=0.85)
+    ax.set_xscale("log")
+    span = max(abs(math.log10(v)) for v in values) * 1.35 + 0.05
+    ax.set_xlim(10 ** -span, 10 ** span)
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if 10 ** -span <= t <= 10 ** span]
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.axvline(1.0, color="black", linewidth=0.8)
+    for i, (v, n) in enumerate(zip(values, noisy)):
+        ax.text(v * (1.04 if v >= 1 else 0.96), i, f"{v:.2f}x" + (" (noisy)" if n else ""), va="center",
+                ha="left" if v >= 1 else "right", fontsize=7)
     ax.set_yticks(range(len(values)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up over baseline (median time ratio)")
-    ax.set_title(f"fqvit-kernels on {env['device_name']} (torch {env['torch']}, {env['date']})", fontsize=9)
+    ax.set_xlabel("speed-up over the float baseline of the same run (median time ratio, log scale)")
+    ax.legend(handles=[Patch(color="tab:green", label="fqvit faster (>= 1x)"),
+                       Patch(color="tab:red", label="fqvit slower (< 1x)")], loc="lower right", fontsize=8)
+    ax.set_title(f"fqvit-kernels on {env['device_name']} ({env['device']}, {env['threads']} threads)\n"
+                 f"torch {env['torch']}, triton {env['triton']}, {env['date']}, commit {env['commit']}", fontsize=9)
     fig.tight_layout()
     stamp = env["date"][:10]
     path = out_dir / f"speedups_{env['device']}_{stamp}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the long y labels are never cut
     plt.close(fig)
     return path
 
@@ -160,7 +227,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions")
     parser.add_argument("--only", default="", help="comma-separated substrings of kernel names to run")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for results.jsonl and plots")
+    parser.add_argument("--out", default=str(HERE / "results" / "local"),
+                        help="folder for results.jsonl and the plot (default bench/results/local/, untracked; "
+                             "pass bench/results to add a run to the committed results)")
     parser.add_argument("--no-save", action="store_true", help="print only; write no result files")
     args = parser.parse_args(argv)
 
@@ -182,6 +251,8 @@ def main(argv=None) -> int:
           f"commit {env['commit']}{', quick mode' if args.quick else ''}")
     for w in caught:
         print(f"note: {w.message}")
+    if _load_warning():
+        print(_load_warning())
     print("backends: " + ", ".join(f"{name}={ops.BACKEND[name][device]}" for name in ops.OP_NAMES))
     if device == "cpu":
         print("GPU results need a CUDA device: this run measures the CPU backend only.")
@@ -204,6 +275,8 @@ def main(argv=None) -> int:
         return 1
     print()
     print(_format_table(rows))
+    for warning in {_load_warning()} - {""}:
+        print(warning)
     print("\nTimes are medians with 20th/80th percentiles. Integer kernels take int8 inputs: the "
           "quantize/dequantize cost at the model boundary is not included unless a row says so.")
     if not args.no_save:
