@@ -32,10 +32,14 @@ def test_matches_reference(backend, b, h, n, d, gen):
 def test_peaked_rows_use_the_high_digit(backend, gen):
     """A tiny calibrated peak (s_softmax = 0.05 / 255) puts most probabilities past 128 steps (the
     high int8 digit of the weight) and many at the 255 clamp; a flat score grid gives equal codes."""
-    case = testing.attention_uniform_case(1, 2, 40, 32, gen, peak=0.05)
-    q, k, _, *score_args = case.args[:7]
-    codes = ref.uniform_softmax_codes(ref.attention_scores(q, k, *score_args), *case.args[7:11])
-    assert (codes.to(torch.int64) - case.args[10] >= 128).any() and (codes == 255).any()
+    for _ in range(50):  # a random draw reaches both most of the time; keep drawing until one does
+        case = testing.attention_uniform_case(1, 2, 40, 32, gen, peak=0.05)
+        q, k, _, *score_args = case.args[:7]
+        codes = ref.uniform_softmax_codes(ref.attention_scores(q, k, *score_args), *case.args[7:11])
+        if (codes.to(torch.int64) - case.args[10] >= 128).any() and (codes == 255).any():
+            break
+    else:
+        raise AssertionError("no draw put probabilities past the high digit and at the clamp")
     _check(backend, case)
     args = list(case.args)
     args[5] = 52  # score shift: every score rounds to the zero point (one flat row)
