@@ -31,3 +31,16 @@ def pytest_report_header(config):
 def gen(request) -> torch.Generator:
     """A CPU generator seeded from the session seed and the test id."""
     return torch.Generator().manual_seed(SEED + zlib.crc32(request.node.nodeid.encode()))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``gpu`` marker skips its tests without a CUDA device, with the reason in ``-rs``'s
+    summary; ``-m gpu`` selects them on a GPU machine and ``-m "not slow"`` leaves out the tests
+    that take several seconds each (a quicker local run; CI runs everything)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="marker gpu: needs a CUDA device (CPU runs cover the same code under the "
+                                   "Triton interpreter at small shapes)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

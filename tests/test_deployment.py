@@ -48,6 +48,7 @@ def _fqvit_ops(graph_module) -> set:
     return found
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_without_graph_breaks_is_bit_identical(converted):
     model, preset = converted
     x = _images()
@@ -154,7 +155,7 @@ def test_device_moves_and_copies_keep_every_bit(converted, tmp_path):
         assert torch.equal(moved.to("cpu")(x), expected)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.gpu  # CUDA graphs
 @pytest.mark.parametrize("preset", PRESETS)
 def test_cuda_graph_capture_and_replay_is_bit_identical(preset):
     """An int model captured in a CUDA graph at batch 1 (after one eager call that validates the

@@ -4,6 +4,7 @@ Shapes and parameters are drawn by hypothesis (fixed example budget so CI stays 
 Triton kernels run under the interpreter on CPU tensors, or on CUDA tensors when a GPU exists.
 """
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -56,6 +57,7 @@ def test_fuzz_log_int_softmax(rows, n, bits, seed):
     _all_backends_agree(testing.scores_case((rows, n), _gen(seed), bits=bits))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(b=st.integers(1, 2), h=st.integers(1, 3), n=st.integers(1, 40), d=st.sampled_from([8, 13, 32, 64]),
        seed=seeds)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _python(code: str, cwd=None, env_path=None):
     import os
@@ -27,6 +29,7 @@ def test_import_does_not_import_triton_on_a_cpu_machine():
     assert res.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_missing_extension_gives_exactly_one_warning():
     res = _python("""
         import sys, warnings

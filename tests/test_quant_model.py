@@ -174,6 +174,7 @@ def test_eval_cli_missing_imagenet_folder(tmp_path):
         fq_eval.main(["--data", str(tmp_path)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_shipped_digits_models_meet_the_fidelity_targets(variant):
     """Both shipped digits ViTs (different seed, depth and width): FQ-ViT 8/8/8 within 0.5 points of

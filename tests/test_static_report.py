@@ -44,6 +44,7 @@ def test_report_line_names_the_problem():
     assert Report(job, False, "boom").line().startswith("FAIL")
 
 
+@pytest.mark.slow
 def test_sm90_report_has_no_spill_and_s8_wgmma_everywhere():
     """Every kernel x autotune candidate as launched at ViT-B batch 64 (the default fast paths):
     no register spill anywhere, and every GEMM and attention kernel uses s8 wgmma."""

@@ -36,7 +36,7 @@ from triton_lis_check import lis_codes_by_thresholds  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.interpreter
-needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the interpreter run covers small shapes)")
+needs_gpu = pytest.mark.gpu  # skipped without CUDA by conftest.py
 
 
 @pytest.fixture(autouse=True)
