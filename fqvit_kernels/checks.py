@@ -13,7 +13,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 import weakref
 
-INT8_MIN, INT8_MAX = -128, 127
+from .contract import INT8_MAX, INT8_MIN  # noqa: F401 (re-exported)
 
 
 def tensor(name: str, t, dtypes: torch.dtype | Sequence[torch.dtype], ndim: int | Sequence[int] | None = None,

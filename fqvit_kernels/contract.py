@@ -27,6 +27,8 @@ MAX_FLOAT32_REQUANT_SHIFT = 52
 #: Fixed-point multipliers are normalised to ``[2**30, 2**31)``: 31 significant bits
 #: (``params.fixed_point_multiplier``).
 MULTIPLIER_BITS = 31
+#: Shifts must stay in this range so that ``acc * multiplier + 2**(shift - 1)`` fits int64.
+MIN_SHIFT, MAX_SHIFT = 1, 62
 
 # -- GEMMs ------------------------------------------------------------------------------------------
 #: Longest reduction: ``128 * 128 * K < 2**31`` keeps the int32 accumulator exact.
@@ -60,8 +62,18 @@ LN_DYADIC_MAX_N = 31
 LN_DYADIC_A_FRAC_BITS = 24
 LN_DYADIC_MEAN_FRAC_BITS = 20
 LN_DYADIC_B_FRAC_BITS = 16
+#: ``gamma_shift`` range of ``ptf_layernorm_dyadic``: ``|gamma / s_out|`` in ``[2**-32, 2**16)``.
+LN_DYADIC_MIN_GAMMA_SHIFT, LN_DYADIC_MAX_GAMMA_SHIFT = 15, 62
 #: ``beta`` of ``ptf_layernorm_dyadic`` is ``round(beta / s_out * 2**47)``.
 LN_DYADIC_BETA_FRAC_BITS = 47
+
+#: The GELU step table's geometry (``params.gelu_table``): the exact GELU's largest slope,
+#: ``Phi(v) + v * phi(v)`` at ``v = sqrt(2)``; the cell width ``s_out / GELU_CELL_SLOPE`` of
+#: pre-GELU value, narrower than the closest two steps on either side of the minimum
+#: (``s_out / GELU_MAX_SLOPE``); and where the GELU has its minimum (about -0.16997).
+GELU_MAX_SLOPE = 1.12900
+GELU_CELL_SLOPE = 1.13
+GELU_ARGMIN = -0.7517915950
 
 # -- Log-Int-Softmax and attention --------------------------------------------------------------------
 #: Code written by ``log_int_softmax`` for a probability that FQ-ViT rounds to zero.

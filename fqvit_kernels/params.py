@@ -15,7 +15,10 @@ from typing import NamedTuple
 import torch
 
 from . import reference
-from .contract import LN_WEIGHT_BITS, MAX_PTF_ALPHA, MAX_VARIANCE_OFFSET, MULTIPLIER_BITS  # noqa: F401 (re-exported)
+from .contract import (  # noqa: F401 (re-exported)
+    GELU_ARGMIN, GELU_CELL_SLOPE, GELU_MAX_SLOPE, LN_WEIGHT_BITS, MAX_PTF_ALPHA, MAX_SHIFT, MAX_VARIANCE_OFFSET, MIN_SHIFT,
+    MULTIPLIER_BITS,
+)
 from .quant.quantizers import LIS_COEF, LIS_X0, int_exp_float
 
 __all__ = [
@@ -36,8 +39,6 @@ __all__ = [
     "gelu_table_from_lut",
 ]
 
-#: Shifts must stay in this range so that ``acc * multiplier + 2**(shift - 1)`` fits int64.
-MIN_SHIFT, MAX_SHIFT = 1, 62
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -328,15 +329,6 @@ def lis_exp_table(score_scale: float, zero_point: int = 0) -> torch.Tensor:
     valid = key >= 0
     table[valid.expand(256, 256)] = exps.gather(1, key.clamp(min=0))[valid.expand(256, 256)]
     return table
-
-
-#: Largest slope of the exact GELU, ``Phi(v) + v * phi(v)`` at ``v = sqrt(2)``: 1.12900.
-GELU_MAX_SLOPE = 1.12900
-#: The step cells span ``s_out / GELU_CELL_SLOPE`` of pre-GELU value: narrower than the closest two
-#: steps of the quantized GELU on either side of its minimum (``s_out / GELU_MAX_SLOPE``).
-GELU_CELL_SLOPE = 1.13
-#: Where the exact GELU has its minimum (about -0.16997).
-GELU_ARGMIN = -0.7517915950
 
 
 class GeluTable(NamedTuple):

@@ -27,7 +27,7 @@ import torch
 from .contract import (  # noqa: F401  (re-exported: reference.X stays valid)
     FLOAT32_BITS, GELU_DIRECTION_SHIFT, GELU_MAX_CELL_BITS, GELU_STEP_SHIFT, LIS_MASKED_CODE, LIS_MAX_LEVEL,
     LIS_THRESHOLD_CAP, LIS_VALUE_SHIFT, LN_DYADIC_A_FRAC_BITS, LN_DYADIC_B_FRAC_BITS, LN_DYADIC_BETA_FRAC_BITS,
-    LN_DYADIC_MAX_N, LN_DYADIC_MEAN_FRAC_BITS, LN_NORM_FRAC_BITS, MAX_FLOAT32_REQUANT_SHIFT, UNIFORM_EXP_BITS,
+    LN_DYADIC_MAX_GAMMA_SHIFT, LN_DYADIC_MAX_N, LN_DYADIC_MEAN_FRAC_BITS, LN_DYADIC_MIN_GAMMA_SHIFT, LN_NORM_FRAC_BITS, MAX_FLOAT32_REQUANT_SHIFT, UNIFORM_EXP_BITS,
 )
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 
-_INT8_MIN, _INT8_MAX = -128, 127
+from .contract import INT8_MAX as _INT8_MAX, INT8_MIN as _INT8_MIN  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,8 +326,6 @@ def round_half_even_shift(value: torch.Tensor, shift) -> torch.Tensor:
     return quot + up.to(torch.int64)
 
 
-#: ``gamma_shift`` range of :func:`ptf_layernorm_dyadic`: ``|gamma / s_out|`` in ``[2**-32, 2**16)``.
-LN_DYADIC_MIN_GAMMA_SHIFT, LN_DYADIC_MAX_GAMMA_SHIFT = 15, 62
 
 
 def ptf_layernorm_dyadic(
