@@ -7,6 +7,7 @@ for rank, shape, device, layout or value problems. Metadata checks run everywher
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from typing import Iterable, Optional, Sequence
 
@@ -123,8 +124,37 @@ def track_by_version(tensors: Iterable[torch.Tensor]) -> None:
     contents on the CPU): for the parameters of converted modules, which are written only by
     in-place ops (which bump the version) or by loading (which re-registers them)."""
     for t in tensors:
-        if isinstance(t, torch.Tensor) and _readable(t):
-            _VERSION_TRACKED[t] = True
+        if isinstance(t, torch.Tensor) and _readable(t) and t not in _VERSION_TRACKED:
+            _VERSION_TRACKED[t] = next(_TRACKING_TOKENS)
+
+
+# A fresh number per tracked tensor: a new tensor that happens to reuse a freed one's address and
+# id never matches what was remembered about the old one.
+_TRACKING_TOKENS = itertools.count(1)
+
+
+def call_key(args: Sequence[object], activations: Iterable[int]) -> Optional[tuple]:
+    """A key under which one call's complete validation can be remembered, or ``None``.
+
+    Parameters (every tensor argument not listed in ``activations``) enter by tracking token,
+    version counter and storage address, so the key changes with any in-place write; they must be
+    version-tracked (:func:`track_by_version`: the parameters of converted modules), else there is
+    no key (their contents could change unseen). Activations enter by dtype, device, shape and
+    strides only: the op checks never read their values. Other arguments enter by value.
+    """
+    key = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            if i in activations:
+                key.append((a.dtype, a.device, a.shape, a.stride()))
+                continue
+            token = _VERSION_TRACKED.get(a)
+            if token is None:
+                return None
+            key.append((token, a._version, a.data_ptr(), a.dtype, a.device, a.shape, a.stride()))
+        else:
+            key.append((type(a), a))
+    return tuple(key)
 
 
 def _fingerprint(t: torch.Tensor):

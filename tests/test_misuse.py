@@ -323,3 +323,30 @@ def test_quantized_modules_pickle(quantized, tmp_path):
         assert torch.equal(restored(x), q(x))
     block = pickle.loads(pickle.dumps(q.blocks[0]))
     assert block.calibrated
+
+
+def test_remembered_validation_follows_parameter_writes_and_activation_shapes(gen):
+    """A converted model's calls skip the argument checks once the same (tracked, unchanged)
+    parameters passed them; any in-place write to a parameter, any untracked parameter and any new
+    activation shape brings the checks back."""
+    from fqvit_kernels import checks
+
+    case = testing.linear_case(6, 16, 24, gen)
+    x, weight, bias, multiplier, shift, zp = case.args
+    checks.track_by_version([weight, bias, multiplier, shift])
+    op = torch.ops.fqvit.int8_linear
+    expected = ref.int8_linear(*case.args)
+    for _ in range(2):  # the second call takes the remembered validation
+        testing.assert_equal(op(*case.args), expected)
+    with pytest.raises(ValueError, match="K="):  # a new activation shape is checked again
+        op(x[:, :8].contiguous(), weight, bias, multiplier, shift, zp)
+    multiplier[3] = -1  # in place: a new version
+    with pytest.raises(ValueError, match="multiplier"):
+        op(*case.args)
+    untracked = multiplier.clone()
+    untracked[3] = 5
+    testing.assert_equal(op(x, weight, bias, untracked, shift, zp),
+                         ref.int8_linear(x, weight, bias, untracked, shift, zp))
+    untracked.numpy()[3] = -1  # behind the version counter's back: an untracked tensor is checked anyway
+    with pytest.raises(ValueError, match="multiplier"):
+        op(x, weight, bias, untracked, shift, zp)
