@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import fqvit_kernels
-        from fqvit_kernels import ops
+        from fqvit_kernels import backends, ops
     ctx = Context(device=device, quick=args.quick, threads=args.threads,
                   only=[s for s in args.only.split(",") if s] or None)
     env = _environment(device)
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
         print(f"note: {w.message}")
     if _load_warning():
         print(_load_warning())
-    print("backends: " + ", ".join(f"{name}={ops.BACKEND[name][device]}" for name in ops.OP_NAMES))
+    print("backends: " + ", ".join(f"{name}={backends.BACKEND[name][device]}" for name in ops.OP_NAMES))
     if device == "cpu":
         print("GPU results need a CUDA device: this run measures the CPU backend only.")
 

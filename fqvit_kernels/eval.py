@@ -288,11 +288,11 @@ def _environment() -> Dict[str, object]:
 
     import timm
 
-    from . import __version__, ops
+    from . import __version__, backends
 
     return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), fqvit_kernels=__version__,
                 torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
-                machine=platform.machine(), cpu_backend=ops.BACKEND["int8_linear"]["cpu"],
+                machine=platform.machine(), cpu_backend=backends.BACKEND["int8_linear"]["cpu"],
                 threads=torch.get_num_threads())
 
 

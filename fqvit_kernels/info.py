@@ -1,7 +1,7 @@
 """``python -m fqvit_kernels.info``: which backend serves each op, and why.
 
 Prints the implementation registered for every ``torch.ops.fqvit`` op on CPU and CUDA
-(``fqvit_kernels.ops.BACKEND``), the torch and Triton versions, whether CUDA and Triton are usable
+(``fqvit_kernels.backends.BACKEND``), the torch and Triton versions, whether CUDA and Triton are usable
 here, and the reason the C++ extension is not in use when it is not. Triton is optional: its
 import is guarded and only reported.
 """
@@ -52,7 +52,7 @@ def report() -> List[str]:
     lines.append("")
     lines.append(f"{'op':<{width}}  {'cpu':<10} cuda")
     for name in ops.OP_NAMES:
-        lines.append(f"{name:<{width}}  {ops.BACKEND[name]['cpu']:<10} {ops.BACKEND[name]['cuda']}")
+        lines.append(f"{name:<{width}}  {backends.BACKEND[name]['cpu']:<10} {backends.BACKEND[name]['cuda']}")
     return lines
 
 

@@ -51,7 +51,7 @@ def test_every_cpu_op_dispatches_to_cpp():
     assert backends.cpu_extension_error() is None
     for name in ops.OP_NAMES:
         assert hasattr(_C, name), name
-        assert ops.BACKEND[name]["cpu"] == "cpp", name
+        assert backends.BACKEND[name]["cpu"] == "cpp", name
 
 
 def test_dispatch_with_default_arguments(gen):

@@ -42,7 +42,7 @@ def test_missing_extension_gives_exactly_one_warning():
             import fqvit_kernels.backends as b
             b.register_all()
         mine = [w for w in caught if "fqvit_kernels._C" in str(w.message)]
-        print(len(mine), fqvit_kernels.ops.BACKEND["int8_linear"]["cpu"])
+        print(len(mine), fqvit_kernels.backends.BACKEND["int8_linear"]["cpu"])
     """)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["1", "reference"]

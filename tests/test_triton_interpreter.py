@@ -425,9 +425,9 @@ def test_gpu_vit_b_attention_and_softmax(gen):
 
 @needs_gpu
 def test_gpu_opcheck_every_integer_op(gen):
-    from fqvit_kernels import ops
+    from fqvit_kernels import backends, ops
 
-    assert all(ops.BACKEND[name]["cuda"] == "triton" for name in triton_kernels.cuda_kernels())
+    assert all(backends.BACKEND[name]["cuda"] == "triton" for name in triton_kernels.cuda_kernels())
     cases = [c for c in testing.small_cases(gen) if c.name in triton_kernels.cuda_kernels()]
     for case in cases:
         cuda_case = case.to("cuda")
