@@ -22,6 +22,7 @@ core is ``torch.ops.fqvit.int_attention_uniform``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable, Optional
 
 import torch
@@ -34,7 +35,8 @@ from ..quant.quantizers import log_int_softmax_float
 from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
                      set_calibration, set_mode, track_buffers)
 
-__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "check_supported_block", "release_float_weights"]
+__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "AttentionInts", "BlockInts", "check_supported_block",
+           "release_float_weights"]
 
 
 def _timm_classes():
@@ -88,6 +90,40 @@ def _fixed(real: float, name: str):
 
 def _long(value: int) -> torch.Tensor:
     return torch.tensor(int(value), dtype=torch.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionInts:
+    """The attention core's integer parameters as Python ints (read once per conversion / load):
+    zero points in the stored int8 domain, fixed-point multipliers and shifts."""
+
+    qkv_zp: int
+    score_multiplier: int
+    score_shift: int
+    score_zp: int
+    out_multiplier: int
+    out_shift: int
+    out_zp: int
+    softmax_zp: int
+    inv_softmax_multiplier: int
+    inv_softmax_shift: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockInts(AttentionInts):
+    """A whole block's integer parameters: the attention core's plus the zero points of every
+    re-quantization point (input, qact1..4, the residual adds, the pre-GELU grid) and the GELU
+    table's cell bits."""
+
+    in_zp: int
+    qact1_zp: int
+    qact3_attn_zp: int
+    qact2_zp: int
+    qact3_zp: int
+    pre_gelu_zp: int
+    gelu_cell_bits: int
+    mlp_qact2_zp: int
+    qact4_zp: int
 
 
 class QuantSoftmax(QuantModule):
@@ -174,9 +210,9 @@ class QuantAttention(QuantModule):
         self.out_multiplier.fill_(m)
         self.out_shift.fill_(s)
 
-    def int_params(self) -> dict:
+    def int_params(self) -> "AttentionInts":
         """Python ints of the attention core (read once per conversion / load)."""
-        return dict(
+        return AttentionInts(
             qkv_zp=self.qact1.stored_zero_point,
             score_multiplier=int(self.score_multiplier), score_shift=int(self.score_shift),
             score_zp=self.qact_attn1.stored_zero_point,
@@ -186,7 +222,7 @@ class QuantAttention(QuantModule):
             inv_softmax_multiplier=int(self.inv_softmax_multiplier), inv_softmax_shift=int(self.inv_softmax_shift),
         )
 
-    def int_core(self, qkv: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
+    def int_core(self, qkv: torch.Tensor, b: int, n: int, ints: "AttentionInts") -> torch.Tensor:
         """Integer attention of the qkv GEMM output ``[B*N, 3C]`` → context ``[B*N, C]`` on qact2's grid."""
         h, d = self.num_heads, self.head_dim
         parts = qkv.view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
@@ -196,13 +232,13 @@ class QuantAttention(QuantModule):
                 raise UnsupportedModelError("int mode supports 4-bit LIS only (torch.ops.fqvit.int_attention); "
                                           f"this block uses {self.attn_bits}-bit LIS: run it in fake mode")
             ctx = torch.ops.fqvit.int_attention(
-                q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
-                self.exp_table, ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
+                q, k, v, ints.qkv_zp, ints.score_multiplier, ints.score_shift, ints.score_zp,
+                self.exp_table, ints.out_multiplier, ints.out_shift, ints.out_zp)
         else:
             ctx = torch.ops.fqvit.int_attention_uniform(
-                q, k, v, ints["qkv_zp"], ints["score_multiplier"], ints["score_shift"], ints["score_zp"],
-                self.exp_table, ints["inv_softmax_multiplier"], ints["inv_softmax_shift"], ints["softmax_zp"],
-                ints["out_multiplier"], ints["out_shift"], ints["out_zp"])
+                q, k, v, ints.qkv_zp, ints.score_multiplier, ints.score_shift, ints.score_zp,
+                self.exp_table, ints.inv_softmax_multiplier, ints.inv_softmax_shift, ints.softmax_zp,
+                ints.out_multiplier, ints.out_shift, ints.out_zp)
         return ctx.transpose(1, 2).reshape(b * n, h * d)
 
 
@@ -384,20 +420,19 @@ class QuantTimmVitBlock(QuantModule):
             raise NotCalibratedError("QuantTimmVitBlock is not calibrated: run calibrate() (or quantize_model) "
                                      "before an int or fake forward")
 
-    def _int_params(self) -> dict:
+    def _int_params(self) -> "BlockInts":
         if self._ints is None:
             self._require_calibrated()
             self._ints = self._compute_int_params()
         return self._ints
 
-    def _compute_int_params(self) -> dict:
-        ints = self.attn.int_params()
-        ints.update(in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
-                    qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
-                    qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
-                    gelu_cell_bits=int(self.mlp.gelu_cell_bits),
-                    mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
-        return ints
+    def _compute_int_params(self) -> "BlockInts":
+        return BlockInts(**dataclasses.asdict(self.attn.int_params()),
+                         in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
+                         qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
+                         qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
+                         gelu_cell_bits=int(self.mlp.gelu_cell_bits),
+                         mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
 
     def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
         ints = self._int_params()
@@ -419,17 +454,17 @@ class QuantTimmVitBlock(QuantModule):
         out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints).view(b, n, c)
         return self.qact4.dequantize_int(out) if self.float_io else out
 
-    def _int_body(self, x: torch.Tensor, b: int, n: int, ints: dict) -> torch.Tensor:
+    def _int_body(self, x: torch.Tensor, b: int, n: int, ints: "BlockInts") -> torch.Tensor:
         attn, mlp = self.attn, self.mlp
-        h = layernorm_int(self.norm1, x, ints["in_zp"], ints["qact1_zp"])
-        qkv = linear_int(attn.qkv, h, ints["qkv_zp"])
+        h = layernorm_int(self.norm1, x, ints.in_zp, ints.qact1_zp)
+        qkv = linear_int(attn.qkv, h, ints.qkv_zp)
         ctx = attn.int_core(qkv, b, n, ints)
-        x = linear_int(attn.proj, ctx, ints["qact3_attn_zp"], residual=x, residual_zero_point=ints["in_zp"],
-                       final_zero_point=ints["qact2_zp"])
-        h = layernorm_int(self.norm2, x, ints["qact2_zp"], ints["qact3_zp"])
-        h = linear_int(mlp.fc1, h, ints["pre_gelu_zp"], gelu_table=mlp.gelu_table, gelu_cell_bits=ints["gelu_cell_bits"])
-        return linear_int(mlp.fc2, h, ints["mlp_qact2_zp"], residual=x, residual_zero_point=ints["qact2_zp"],
-                          final_zero_point=ints["qact4_zp"])
+        x = linear_int(attn.proj, ctx, ints.qact3_attn_zp, residual=x, residual_zero_point=ints.in_zp,
+                       final_zero_point=ints.qact2_zp)
+        h = layernorm_int(self.norm2, x, ints.qact2_zp, ints.qact3_zp)
+        h = linear_int(mlp.fc1, h, ints.pre_gelu_zp, gelu_table=mlp.gelu_table, gelu_cell_bits=ints.gelu_cell_bits)
+        return linear_int(mlp.fc2, h, ints.mlp_qact2_zp, residual=x, residual_zero_point=ints.qact2_zp,
+                          final_zero_point=ints.qact4_zp)
 
     # -- calibration and conversion --------------------------------------------------------------
 

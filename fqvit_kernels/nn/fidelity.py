@@ -90,11 +90,11 @@ def stage_codes(block: QuantTimmVitBlock, x_int: torch.Tensor,
     out = {}
     with _mode(block, "fake"):
         xf = in_q.dequantize_int(x2).reshape(b, n, c)
-        h = layernorm_int(block.norm1, x2, ints["in_zp"], ints["qact1_zp"])
+        h = layernorm_int(block.norm1, x2, ints.in_zp, ints.qact1_zp)
         out["norm1"] = (h, grid_codes(block.qact1(block.norm1(xf, in_q, block.qact1)), block.qact1).reshape(b * n, c))
 
         hf = block.qact1.dequantize_int(h).reshape(b, n, c)
-        qkv = linear_int(attn.qkv, h, ints["qkv_zp"])
+        qkv = linear_int(attn.qkv, h, ints.qkv_zp)
         out["qkv"] = (qkv, grid_codes(attn.qact1(_linear(attn.qkv, hf, wide)), attn.qact1).reshape(b * n, -1))
 
         ctx = attn.int_core(qkv, b, n, ints)
@@ -104,24 +104,24 @@ def stage_codes(block: QuantTimmVitBlock, x_int: torch.Tensor,
         ctx_f = attn.qact2(_matmul(probs, parts[2], wide).transpose(1, 2).reshape(b, n, c))
         out["attention"] = (ctx, grid_codes(ctx_f, attn.qact2).reshape(b * n, c))
 
-        xm = linear_int(attn.proj, ctx, ints["qact3_attn_zp"], residual=x2, residual_zero_point=ints["in_zp"],
-                        final_zero_point=ints["qact2_zp"])
+        xm = linear_int(attn.proj, ctx, ints.qact3_attn_zp, residual=x2, residual_zero_point=ints.in_zp,
+                        final_zero_point=ints.qact2_zp)
         ctx_in = attn.qact2.dequantize_int(ctx).reshape(b, n, c)
         xm_f = block.qact2(xf + attn.qact3(_linear(attn.proj, ctx_in, wide)))
         out["proj+residual"] = (xm, grid_codes(xm_f, block.qact2).reshape(b * n, c))
 
         xmf = block.qact2.dequantize_int(xm).reshape(b, n, c)
-        h2 = layernorm_int(block.norm2, xm, ints["qact2_zp"], ints["qact3_zp"])
+        h2 = layernorm_int(block.norm2, xm, ints.qact2_zp, ints.qact3_zp)
         out["norm2"] = (h2, grid_codes(block.qact3(block.norm2(xmf, block.qact2, block.qact3)), block.qact3)
                         .reshape(b * n, c))
 
-        g = linear_int(mlp.fc1, h2, ints["pre_gelu_zp"], gelu_table=mlp.gelu_table,
-                       gelu_cell_bits=ints["gelu_cell_bits"])
+        g = linear_int(mlp.fc1, h2, ints.pre_gelu_zp, gelu_table=mlp.gelu_table,
+                       gelu_cell_bits=ints.gelu_cell_bits)
         g_f = mlp.qact1(F.gelu(_linear(mlp.fc1, block.qact3.dequantize_int(h2).reshape(b, n, c), wide)))
         out["fc1+gelu"] = (g, grid_codes(g_f, mlp.qact1).reshape(b * n, -1))
 
-        o = linear_int(mlp.fc2, g, ints["mlp_qact2_zp"], residual=xm, residual_zero_point=ints["qact2_zp"],
-                       final_zero_point=ints["qact4_zp"])
+        o = linear_int(mlp.fc2, g, ints.mlp_qact2_zp, residual=xm, residual_zero_point=ints.qact2_zp,
+                       final_zero_point=ints.qact4_zp)
         o_f = block.qact4(xmf + mlp.qact2(_linear(mlp.fc2, mlp.qact1.dequantize_int(g).reshape(b, n, -1), wide)))
         out["fc2+residual"] = (o, grid_codes(o_f, block.qact4).reshape(b * n, c))
     return out

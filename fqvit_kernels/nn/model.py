@@ -11,6 +11,7 @@ which is what FQ-ViT's per-token LayerNorm followed by ``[:, 0]`` computes) → 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -102,6 +103,16 @@ def _after_load(module, incompatible_keys) -> None:
     # A module-level function, not a lambda: a quantized model must stay picklable (torch.save).
     # Runs after every child is loaded (and its Python state synced): prepare the int forwards.
     module.prepare_int()
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadInts:
+    """The model head's integer parameters as Python ints: the final LayerNorm's input and output
+    zero points and the head's output zero point (stored int8 domain)."""
+
+    norm_in_zp: int
+    qact2_zp: int
+    out_zp: int
 
 
 class QuantVisionTransformer(QuantModule):
@@ -205,11 +216,11 @@ class QuantVisionTransformer(QuantModule):
         self._ints = self._compute_int_params() if self.calibrated else None
         track_buffers(self)
 
-    def _compute_int_params(self) -> dict:
-        return dict(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
-                    qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
+    def _compute_int_params(self) -> "HeadInts":
+        return HeadInts(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
+                        qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
 
-    def _int_params(self) -> dict:
+    def _int_params(self) -> "HeadInts":
         if self._ints is None:
             if not self.calibrated:
                 raise NotCalibratedError("the model is not calibrated: use quantize_model(...) or load_quantized(...)")
@@ -229,8 +240,8 @@ class QuantVisionTransformer(QuantModule):
         ints = self._int_params()
         x = self.forward_int_tokens(self.qact1.quantize_int(x))
         cls = x[:, 0].contiguous()
-        h = layernorm_int(self.norm, cls, ints["norm_in_zp"], ints["qact2_zp"])
-        logits = linear_int(self.head, h, ints["out_zp"])
+        h = layernorm_int(self.norm, cls, ints.norm_in_zp, ints.qact2_zp)
+        logits = linear_int(self.head, h, ints.out_zp)
         return self.act_out.dequantize_int(logits)
 
     @torch.no_grad()
