@@ -113,11 +113,11 @@ MUTANTS: List[Mutant] = [
       "    n = torch.clamp(8 - torch.floor(torch.log2(a.abs())), 0, 31)", ["tests/test_quant_observers.py"],
       "fake int LayerNorm: 9-bit M"),
     # -- model side ------------------------------------------------------------------------------
-    M("N1", BLK, "        x = linear_int(attn.proj, ctx, ints[\"qact3_attn_zp\"], residual=x,",
-      "        x = linear_int(attn.proj, ctx, ints[\"qact3_attn_zp\"], residual=h,", ["tests/test_quant_block.py"],
+    M("N1", BLK, "        x = linear_int(attn.proj, ctx, ints.qact3_attn_zp, residual=x,",
+      "        x = linear_int(attn.proj, ctx, ints.qact3_attn_zp, residual=h,", ["tests/test_quant_block.py"],
       "proj residual from the wrong tensor"),
-    M("N2", BLK, "        h = layernorm_int(self.norm2, x, ints[\"qact2_zp\"], ints[\"qact3_zp\"])",
-      "        h = layernorm_int(self.norm2, x, ints[\"qact3_zp\"], ints[\"qact3_zp\"])", ["tests/test_quant_block.py"],
+    M("N2", BLK, "        h = layernorm_int(self.norm2, x, ints.qact2_zp, ints.qact3_zp)",
+      "        h = layernorm_int(self.norm2, x, ints.qact3_zp, ints.qact3_zp)", ["tests/test_quant_block.py"],
       "norm2 with the wrong input zero point"),
     M("N3", BLK, "    lin.residual_multiplier.copy_(m_r)", "    lin.residual_multiplier.copy_(m_b)", ["tests/test_quant_block.py"],
       "residual multiplier from the branch ratio"),
@@ -148,8 +148,8 @@ MUTANTS: List[Mutant] = [
     M("T2", TGE, "from_residual = residual.to(tl.int32).to(tl.int64) * res_mult[None, :].to(tl.int64)",
       "from_residual = residual.to(tl.int32).to(tl.int64) * branch_mult[None, :].to(tl.int64)", [TIES],
       "Triton residual multiplier swapped (fast epilogue)"),
-    M("T3", TGE, "out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> 10), direction, 0)).to(tl.int8)",
-      "out = (below + tl.where(tc - (cell << cell_bits) > (entry >> 10), direction, 0)).to(tl.int8)", [TIES],
+    M("T3", TGE, "(below + tl.where(tc - (cell << cell_bits) >= (entry >> _GELU_STEP_SHIFT), direction, 0))",
+      "(below + tl.where(tc - (cell << cell_bits) > (entry >> _GELU_STEP_SHIFT), direction, 0))", [TIES],
       "Triton GELU step one late"),
     # (Dropping the exclusive-threshold correction is equivalent: fl32(E) / e never equals a level's
     # midpoint L_c, whose odd numerator has 25 bits while fl32(E) has at most 24.)

@@ -32,56 +32,12 @@ from torch import nn
 from .. import params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
+from .support import check_supported_block  # noqa: F401 (re-exported: nn.check_supported_block)
 from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
                      set_calibration, set_mode, track_buffers)
 
 __all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "AttentionInts", "BlockInts", "check_supported_block",
            "release_float_weights"]
-
-
-def _timm_classes():
-    from timm.layers import Mlp
-    from timm.models.vision_transformer import Attention, Block
-    return Block, Attention, Mlp
-
-
-def _is_identity(m) -> bool:
-    return m is None or isinstance(m, nn.Identity)
-
-
-def check_supported_block(block: nn.Module) -> None:
-    """Raise ``NotImplementedError`` naming the first feature of ``block`` that is not supported."""
-    Block, Attention, Mlp = _timm_classes()
-    if type(block) is not Block:
-        raise UnsupportedModelError(f"only timm.models.vision_transformer.Block is supported, got {type(block).__name__}")
-    attn, mlp = block.attn, block.mlp
-    if type(attn) is not Attention:
-        raise UnsupportedModelError(f"attention variant {type(attn).__name__} is not supported (plain timm Attention only)")
-    if not (_is_identity(getattr(attn, "q_norm", None)) and _is_identity(getattr(attn, "k_norm", None))):
-        raise UnsupportedModelError("qk_norm (LayerNorm on q and k) is not supported")
-    if not _is_identity(getattr(attn, "norm", None)):
-        raise UnsupportedModelError("scale_attn_norm (LayerNorm on the attention output) is not supported")
-    if getattr(attn, "gate", None) is not None:
-        raise UnsupportedModelError("gated attention (attn.gate) is not supported")
-    if getattr(attn, "attn_dim", attn.num_heads * attn.head_dim) != attn.qkv.in_features or \
-            attn.proj.out_features != attn.qkv.in_features:
-        raise UnsupportedModelError("attention with attn_head_dim / dim_out different from dim is not supported")
-    if not (_is_identity(block.ls1) and _is_identity(block.ls2)):
-        raise UnsupportedModelError("layer scale (init_values / ls1, ls2) is not supported")
-    if type(mlp) is not Mlp:
-        raise UnsupportedModelError(f"MLP variant {type(mlp).__name__} is not supported (fused/gated MLPs such as "
-                                  "GluMlp/SwiGLU are refused; plain timm Mlp only)")
-    if not (isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.fc2, nn.Linear)):
-        raise UnsupportedModelError("convolutional MLP (use_conv) is not supported")
-    if not _is_identity(getattr(mlp, "norm", None)):
-        raise UnsupportedModelError("scale_mlp_norm (LayerNorm inside the MLP) is not supported")
-    act = mlp.act
-    if type(act) is not nn.GELU or getattr(act, "approximate", "none") != "none":
-        raise UnsupportedModelError(f"activation {act!r} is not supported (exact nn.GELU only)")
-    for name in ("norm1", "norm2"):
-        norm = getattr(block, name)
-        if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
-            raise UnsupportedModelError(f"{name} must be an affine nn.LayerNorm, got {type(norm).__name__}")
 
 
 def _fixed(real: float, name: str):

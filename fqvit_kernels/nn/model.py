@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from ..quant.config import QuantConfig, get_config
+from ._memory import release_freed_memory, releasing_after_each
 from .block import (QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int,
                     release_float_weights, run_calibration)
-from ._memory import release_freed_memory, releasing_after_each
-from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError, set_mode,
-                     track_buffers)
+from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode, track_buffers
+from .support import check_supported_vit
 
 __all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -46,34 +46,6 @@ def _resolve_config(config: ConfigLike) -> QuantConfig:
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a QuantConfig or a preset name, got {type(config).__name__}")
     return config
-
-
-def _check_supported_vit(vit: nn.Module) -> None:
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(vit, VisionTransformer):
-        raise UnsupportedModelError(f"quantize_model supports timm VisionTransformer (vit_*, deit_*), got {type(vit).__name__}")
-    if hasattr(vit, "dist_token") or hasattr(vit, "head_dist"):
-        raise UnsupportedModelError("distilled DeiT models (dist_token / head_dist) are not supported; use the "
-                                  "non-distilled deit_* models")
-    if getattr(vit, "global_pool", "token") != "token" or vit.cls_token is None:
-        raise UnsupportedModelError(f"only class-token pooling is supported (global_pool='token'), got "
-                                  f"{getattr(vit, 'global_pool', None)!r}")
-    if getattr(vit, "reg_token", None) is not None:
-        raise UnsupportedModelError("register tokens (reg_tokens) are not supported")
-    if getattr(vit, "dynamic_img_size", False):
-        raise UnsupportedModelError("dynamic_img_size is not supported")
-    if vit.pos_embed is None:
-        raise UnsupportedModelError("models without a learned absolute position embedding are not supported")
-    for name in ("norm_pre", "fc_norm"):
-        if not isinstance(getattr(vit, name, nn.Identity()), nn.Identity):
-            raise UnsupportedModelError(f"{name} (pre_norm / fc_norm) is not supported")
-    if getattr(vit, "attn_pool", None) is not None:
-        raise UnsupportedModelError("attention pooling (global_pool='map') is not supported")
-    if not isinstance(vit.norm, nn.LayerNorm):
-        raise UnsupportedModelError("the final norm must be a LayerNorm (final_norm=True)")
-    if not isinstance(vit.head, nn.Linear):
-        raise UnsupportedModelError("a linear classification head is required (num_classes > 0)")
 
 
 def arch_config(vit: nn.Module) -> Dict[str, object]:
@@ -125,7 +97,7 @@ class QuantVisionTransformer(QuantModule):
 
     def __init__(self, vit: nn.Module, config: QuantConfig) -> None:
         super().__init__()
-        _check_supported_vit(vit)
+        check_supported_vit(vit)
         self.config = config
         self.arch = arch_config(vit)
         dim = vit.embed_dim
@@ -429,7 +401,7 @@ def load_quantized(path, vit: Optional[nn.Module] = None, mode: str = "int") -> 
     arch = payload["arch"]
     device = torch.device("cpu")
     if vit is not None:
-        _check_supported_vit(vit)
+        check_supported_vit(vit)
         got = arch_config(vit)
         if got != arch:
             diff = {k: (arch.get(k), got.get(k)) for k in set(arch) | set(got) if arch.get(k) != got.get(k)}
