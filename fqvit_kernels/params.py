@@ -269,8 +269,9 @@ def layernorm_dyadic_params(gamma: torch.Tensor, beta: torch.Tensor, output_scal
 def ptf_alpha(scale: torch.Tensor, base_scale: float | None = None, max_alpha: int = MAX_PTF_ALPHA) -> torch.Tensor:
     """Per-channel PTF exponents ``alpha`` (int32) with ``scale[c] == base_scale * 2**alpha[c]``.
 
-    ``base_scale`` defaults to ``scale.min()``. Raises if a channel is not an exact power-of-two
-    multiple (FQ-ViT's PTF scales are ``s1 * 2**alpha`` with ``alpha`` in 0..3).
+    ``base_scale`` defaults to ``scale.min()``. Raises ``ValueError`` if a channel is not an exact
+    power-of-two multiple (FQ-ViT's PTF scales are ``s1 * 2**alpha`` with ``alpha`` in 0..3) or an
+    exponent lies outside ``0..max_alpha``.
     """
     s = _as_float64("scale", scale).reshape(-1)
     _check_positive_finite("scale", s)

@@ -323,8 +323,9 @@ class QuantTimmVitBlock(QuantModule):
                    input_quantizer: Optional[QAct] = None) -> "QuantTimmVitBlock":
         """Wrap ``timm.models.vision_transformer.Block`` ``block`` (uncalibrated, ``float`` mode).
 
-        Raises ``NotImplementedError`` for unsupported variants (qk_norm, layer scale, gated or
-        fused MLPs, non-GELU activations, other attention classes).
+        Raises :class:`~fqvit_kernels.nn.layers.UnsupportedModelError` (a ``NotImplementedError``) for
+        unsupported variants (qk_norm, layer scale, gated or fused MLPs, non-GELU activations, other
+        attention classes).
         """
         return cls(block, config or QuantConfig(), input_quantizer)
 
@@ -453,7 +454,8 @@ class QuantTimmVitBlock(QuantModule):
         """Calibrate a standalone block on float inputs ``[B, N, C]`` (FQ-ViT §6), convert, set ``mode``.
 
         Observers update on every batch; the last batch fixes the parameters (OMSE / PTF search on
-        it). Raises ``ValueError`` on empty data or on a batch with NaN/inf values.
+        it). Raises ``ValueError`` on empty data or on a batch with NaN/inf values, ``TypeError`` on a
+        batch that is not a float tensor.
         """
         run_calibration(self, list(batches), self.forward, progress=progress, desc="calibrating block")
         self.convert(keep_float_weights)
@@ -478,7 +480,8 @@ def release_float_weights(root: nn.Module) -> None:
 
 
 def check_calibration_batches(batches: list) -> None:
-    """Raise ``ValueError`` naming the first calibration batch that is not a float tensor of finite values."""
+    """Name the first bad calibration batch: ``TypeError`` for one that is not a float tensor,
+    ``ValueError`` for one with NaN or inf values."""
     for i, batch in enumerate(batches):
         if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
             raise TypeError(f"calibration batch {i} must be a float tensor, got "
