@@ -126,21 +126,31 @@ def _residual_expected(args):
                               rzp, _ints(bm), _ints(rm), _ints(rs), fzp)
 
 
-@on_every_backend
-def test_residual_mixing_float32_ties(backend, gen):
-    args = _residual_tie_case(gen)
-    expected = _residual_expected(args)
-    # The case must decide codes on float32 ties: exact rounding of the mixed value would differ.
+def _exact_rounding_differs(args, expected) -> int:
+    """How many outputs exact rounding of the mixed value would get wrong (FQ-ViT's float32 differs)."""
     x, w, bias, mult, shift, zp, _, _, residual, rzp, bm, rm, rs, fzp = args
     acc = oracle.matmul(_ints(x), _ints(w))
-    exact_differs = 0
+    differs = 0
     for i, row in enumerate(acc):
         for n, a in enumerate(row):
             b = oracle.clamp(oracle.round_shift(a * 2**30, 30) + zp, -128, 127)
             mixed = (b - zp) * int(bm[n]) + (int(residual[i, n]) - rzp) * int(rm[n])
             exact = oracle.clamp(oracle.round_half_even(Fraction(mixed, 2 ** int(rs[n])) + fzp + 128), 0, 255) - 128
-            exact_differs += exact != expected[i][n]
-    assert exact_differs >= 20, exact_differs
+            differs += exact != expected[i][n]
+    return differs
+
+
+@on_every_backend
+def test_residual_mixing_float32_ties(backend, gen):
+    # The case must decide codes on float32 ties (exact rounding of the mixed value would differ in
+    # at least 20 outputs); a random draw does so nearly always, so draw again until one does.
+    for _ in range(20):
+        args = _residual_tie_case(gen)
+        expected = _residual_expected(args)
+        if _exact_rounding_differs(args, expected) >= 20:
+            break
+    else:
+        raise AssertionError("no draw put 20 outputs on float32 ties")
     _check(backend, "int8_linear", args, expected, torch.int8)
 
 
