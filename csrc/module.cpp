@@ -33,21 +33,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lis_level_constants", &fqvit::lis_level_constants);
   // The contract constants compiled into the kernels (tests compare them with fqvit_kernels.contract).
   m.def("contract_constants", [] {
-    namespace c = fqvit::contract;
     py::dict d;
-    d["LIS_MASKED_CODE"] = c::kLisMaskedCode;
-    d["LIS_VALUE_SHIFT"] = c::kLisValueShift;
-    d["LIS_MAX_LEVEL"] = c::kLisMaxLevel;
-    d["LIS_THRESHOLD_CAP"] = c::kLisThresholdCap;
-    d["LN_NORM_FRAC_BITS"] = c::kLnNormFracBits;
-    d["LN_DYADIC_A_FRAC_BITS"] = c::kLnDyadicAFracBits;
-    d["LN_DYADIC_MEAN_FRAC_BITS"] = c::kLnDyadicMeanFracBits;
-    d["LN_DYADIC_B_FRAC_BITS"] = c::kLnDyadicBFracBits;
-    d["LN_DYADIC_BETA_FRAC_BITS"] = c::kLnDyadicBetaFracBits;
-    d["MAX_PTF_ALPHA"] = c::kMaxPtfAlpha;
-    d["GELU_DIRECTION_SHIFT"] = c::kGeluDirectionShift;
-    d["GELU_STEP_SHIFT"] = c::kGeluStepShift;
-    d["MAX_FLOAT32_REQUANT_SHIFT"] = c::kMaxFloat32RequantShift;
+#define FQVIT_CONTRACT_EXPORT(py_name, cpp_name, type, value) d[#py_name] = fqvit::contract::cpp_name;
+    FQVIT_CONTRACT_CONSTANTS(FQVIT_CONTRACT_EXPORT)
+#undef FQVIT_CONTRACT_EXPORT
     return d;
   });
   m.def("quantize", &fqvit::quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"));

@@ -140,11 +140,11 @@ FQVIT_SIMD int64_t count_above(const int64_t* __restrict__ table, int64_t count,
 }
 
 // The float32 form of the same codes (FQ-ViT's own arithmetic, as the Triton fast path): when every
-// exponent e of the row's distances is a float32 integer, R = round_half_even(fl32(fl32(E) / e)) is
-// one IEEE division (vdivps, 16 lanes) and code = msb(R) + the bit below it, read from R's exponent
-// and top mantissa bit (code >= c iff R >= T_c: T_1 = 2, T_c = 3 * 2**(c - 2)). No per-row 128-bit
-// divisions for the thresholds. Returns false (nothing written) when an exponent is not a float32
-// integer; the caller then takes the threshold form.
+// exponent e of the table is a float32 integer (exps_are_float32, checked once per call; the ops
+// require it), R = round_half_even(fl32(fl32(E) / e)) is one IEEE division (vdivps, 16 lanes) and
+// code = msb(R) + the bit below it, read from R's exponent and top mantissa bit (code >= c iff
+// R >= T_c: T_1 = 2, T_c = 3 * 2**(c - 2)), with no per-row 128-bit divisions for the thresholds.
+// Otherwise (value checks off) lis_row takes the threshold form.
 FQVIT_SIMD bool exps_are_float32(const int64_t* __restrict__ table, int64_t count) {
   int64_t inexact = 0;
   for (int64_t d = 0; d < count; ++d) {

@@ -225,7 +225,7 @@ MUTANTS: List[Mutant] = [
       "C++ LIS threshold form: level thresholds exclusive"),
     M("C12", CCO, "  return int32_t((u + kRound) - kRound) - 128;", "  return int32_t(u + 0.5f) - 128;", [TIES],
       "C++ float32 quantizer: half up instead of half to even"),
-    M("C13", "csrc/contract.h", "constexpr int32_t kGeluStepShift = 10;", "constexpr int32_t kGeluStepShift = 11;",
+    M("C13", "csrc/contract.h", "X(GELU_STEP_SHIFT, kGeluStepShift, int32_t, 10)", "X(GELU_STEP_SHIFT, kGeluStepShift, int32_t, 11)",
       ["tests/test_contract_constants.py"], "C++ contract: a constant that no longer equals contract.py"),
     M("C7", CSA, "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult) + den) / den2;",
       "    const uint64_t quotient = (2 * uint64_t(table[d]) * uint64_t(inv_mult)) / den2;", [UNI],
