@@ -1,4 +1,12 @@
-"""Quantized timm ViT modules: :class:`QuantTimmVitBlock` and whole-model conversion."""
+"""Quantized timm ViT modules: :class:`QuantTimmVitBlock` and whole-model conversion.
+
+One concern per file: ``support`` (which timm models and blocks are supported, checked before
+anything is built), ``layers`` (the quantizer ``QAct``, ``QuantLinear``, ``QuantLayerNorm``, mode
+switching), ``block`` (the block's modules and their three forwards), ``model`` (the whole ViT,
+``quantize_model``, checkpoints), ``calibration`` (FQ-ViT's calibration loop), ``convert`` (every
+float scale → integer parameter of the int forward, and the frozen bundles of Python ints the
+forwards read) and ``fidelity`` (per-stage agreement of the int and fake forwards).
+"""
 
 from .block import QuantTimmVitBlock, check_supported_block
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, UnsupportedModelError, set_mode

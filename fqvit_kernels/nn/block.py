@@ -22,64 +22,28 @@ core is ``torch.ops.fqvit.int_attention_uniform``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import params, reference
 from ..quant.config import QuantConfig
 from ..quant.quantizers import log_int_softmax_float
+from .calibration import run_calibration
+from .convert import (AttentionInts, BlockInts, attention_ints, block_ints, convert_attention, convert_block,
+                      convert_mlp, release_float_weights)
 from .support import check_supported_block  # noqa: F401 (re-exported: nn.check_supported_block)
 from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
-                     set_calibration, set_mode, track_buffers)
+                     set_mode, track_buffers)
 
-__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "AttentionInts", "BlockInts", "check_supported_block",
-           "release_float_weights"]
-
-
-def _fixed(real: float, name: str):
-    return params.fixed_point_multiplier(float(real), name)
+__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "QuantSoftmax", "check_supported_block", "linear_int",
+           "layernorm_int"]
 
 
 def _long(value: int) -> torch.Tensor:
+    """A 0-dim int64 buffer holding ``value`` (placeholders that the conversion fills)."""
     return torch.tensor(int(value), dtype=torch.int64)
-
-
-@dataclasses.dataclass(frozen=True)
-class AttentionInts:
-    """The attention core's integer parameters as Python ints (read once per conversion / load):
-    zero points in the stored int8 domain, fixed-point multipliers and shifts."""
-
-    qkv_zp: int
-    score_multiplier: int
-    score_shift: int
-    score_zp: int
-    out_multiplier: int
-    out_shift: int
-    out_zp: int
-    softmax_zp: int
-    inv_softmax_multiplier: int
-    inv_softmax_shift: int
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockInts(AttentionInts):
-    """A whole block's integer parameters: the attention core's plus the zero points of every
-    re-quantization point (input, qact1..4, the residual adds, the pre-GELU grid) and the GELU
-    table's cell bits."""
-
-    in_zp: int
-    qact1_zp: int
-    qact3_attn_zp: int
-    qact2_zp: int
-    qact3_zp: int
-    pre_gelu_zp: int
-    gelu_cell_bits: int
-    mlp_qact2_zp: int
-    qact4_zp: int
 
 
 class QuantSoftmax(QuantModule):
@@ -143,42 +107,15 @@ class QuantAttention(QuantModule):
         x = self.qact2(x)
         return self.qact3(self.proj(x))
 
-    # -- conversion ------------------------------------------------------------------------------
-
     def convert(self) -> None:
-        """Precompute the int-mode parameters of qkv and the attention core from the scales."""
-        s_qkv = float(self.qact1.scale)
-        s_score = float(self.qact_attn1.scale)
-        s_ctx = float(self.qact2.scale)
-        m, s = _fixed(s_qkv * s_qkv * self.scale / s_score, "score ratio s_qkv**2 / sqrt(d) / s_score")
-        self.score_multiplier.fill_(m)
-        self.score_shift.fill_(s)
-        if self.lis:
-            self.exp_table.copy_(params.lis_exp_table(s_score, self.qact_attn1.stored_zero_point))
-            m, s = _fixed(s_qkv * 2.0**-reference.LIS_VALUE_SHIFT / s_ctx, "context ratio s_qkv * 2**-15 / s_ctx")
-        else:
-            self.exp_table.copy_(params.uniform_exp_table(s_score))
-            s_sm = float(self.softmax.qact.scale)
-            mi, si = _fixed(1.0 / s_sm, "1 / softmax scale")
-            self.inv_softmax_multiplier.fill_(mi)
-            self.inv_softmax_shift.fill_(si)
-            m, s = _fixed(s_qkv * s_sm / s_ctx, "context ratio s_qkv * s_softmax / s_ctx")
-        self.out_multiplier.fill_(m)
-        self.out_shift.fill_(s)
+        """Precompute the int-mode parameters of the attention core (:func:`~.convert.convert_attention`)."""
+        convert_attention(self)
 
-    def int_params(self) -> "AttentionInts":
+    def int_params(self) -> AttentionInts:
         """Python ints of the attention core (read once per conversion / load)."""
-        return AttentionInts(
-            qkv_zp=self.qact1.stored_zero_point,
-            score_multiplier=int(self.score_multiplier), score_shift=int(self.score_shift),
-            score_zp=self.qact_attn1.stored_zero_point,
-            out_multiplier=int(self.out_multiplier), out_shift=int(self.out_shift),
-            out_zp=self.qact2.stored_zero_point,
-            softmax_zp=self.softmax.qact.code_zero_point,
-            inv_softmax_multiplier=int(self.inv_softmax_multiplier), inv_softmax_shift=int(self.inv_softmax_shift),
-        )
+        return attention_ints(self)
 
-    def int_core(self, qkv: torch.Tensor, b: int, n: int, ints: "AttentionInts") -> torch.Tensor:
+    def int_core(self, qkv: torch.Tensor, b: int, n: int, ints: AttentionInts) -> torch.Tensor:
         """Integer attention of the qkv GEMM output ``[B*N, 3C]`` → context ``[B*N, C]`` on qact2's grid."""
         h, d = self.num_heads, self.head_dim
         parts = qkv.view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
@@ -231,35 +168,8 @@ class QuantMlp(QuantModule):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def convert(self, in_quantizer: QAct) -> None:
-        """The GELU step table for ``qact1``'s grid and fc1's requantization onto its pre-GELU grid."""
-        table = params.gelu_table(float(self.qact1.scale), self.qact1.stored_zero_point)
-        self.gelu_table = table.table.to(self.gelu_table.device)
-        self.gelu_cell_bits.fill_(table.cell_bits)
-        self.gelu_pre_zero_point.fill_(table.pre_zero_point)
-        _convert_linear(self.fc1, in_quantizer, table.pre_scale, in_zp=in_quantizer.stored_zero_point)
-
-
-def _convert_linear(lin: QuantLinear, in_quantizer: QAct, out_scale: float, in_zp: int) -> None:
-    bias, mult, shift = params.linear_params(lin.weight_int8.cpu(), lin.weight_scale.cpu(), float(in_quantizer.scale),
-                                             in_zp, out_scale, None if lin.bias is None else lin.bias.cpu())
-    lin.int_bias.copy_(bias)
-    lin.multiplier.copy_(mult)
-    lin.shift.copy_(shift)
-
-
-def _convert_residual(lin: QuantLinear, branch: QAct, residual: QAct, out: QAct) -> None:
-    c = lin.out_features
-    s_out = out.channel_scale(c)
-    m_b, m_r, shift = params.shared_shift_multipliers(
-        branch.channel_scale(c) / s_out, residual.channel_scale(c) / s_out, ("branch ratio", "residual ratio"))
-    lin.branch_multiplier.copy_(m_b)
-    lin.residual_multiplier.copy_(m_r)
-    lin.residual_shift.copy_(shift)
-
-
-def convert_layernorm(norm: QuantLayerNorm, in_quantizer: QAct, out_quantizer: QAct) -> None:
-    """Integer LayerNorm parameters of ``norm`` between two calibrated quantizers."""
-    norm.convert(in_quantizer, out_quantizer)
+        """The GELU step table and fc1 / fc2 requantization (:func:`~.convert.convert_mlp`)."""
+        convert_mlp(self, in_quantizer)
 
 
 def linear_int(lin: QuantLinear, x: torch.Tensor, output_zero_point: int, gelu_table: Optional[torch.Tensor] = None,
@@ -377,19 +287,14 @@ class QuantTimmVitBlock(QuantModule):
             raise NotCalibratedError("QuantTimmVitBlock is not calibrated: run calibrate() (or quantize_model) "
                                      "before an int or fake forward")
 
-    def _int_params(self) -> "BlockInts":
+    def _int_params(self) -> BlockInts:
         if self._ints is None:
             self._require_calibrated()
             self._ints = self._compute_int_params()
         return self._ints
 
-    def _compute_int_params(self) -> "BlockInts":
-        return BlockInts(**dataclasses.asdict(self.attn.int_params()),
-                         in_zp=self.input_quantizer.stored_zero_point, qact1_zp=self.qact1.stored_zero_point,
-                         qact3_attn_zp=self.attn.qact3.stored_zero_point, qact2_zp=self.qact2.stored_zero_point,
-                         qact3_zp=self.qact3.stored_zero_point, pre_gelu_zp=int(self.mlp.gelu_pre_zero_point),
-                         gelu_cell_bits=int(self.mlp.gelu_cell_bits),
-                         mlp_qact2_zp=self.mlp.qact2.stored_zero_point, qact4_zp=self.qact4.stored_zero_point)
+    def _compute_int_params(self) -> BlockInts:
+        return block_ints(self)
 
     def _forward_int(self, x: torch.Tensor) -> torch.Tensor:
         ints = self._int_params()
@@ -411,7 +316,7 @@ class QuantTimmVitBlock(QuantModule):
         out = self._int_body(x.reshape(b * n, c).contiguous(), b, n, ints).view(b, n, c)
         return self.qact4.dequantize_int(out) if self.float_io else out
 
-    def _int_body(self, x: torch.Tensor, b: int, n: int, ints: "BlockInts") -> torch.Tensor:
+    def _int_body(self, x: torch.Tensor, b: int, n: int, ints: BlockInts) -> torch.Tensor:
         attn, mlp = self.attn, self.mlp
         h = layernorm_int(self.norm1, x, ints.in_zp, ints.qact1_zp)
         qkv = linear_int(attn.qkv, h, ints.qkv_zp)
@@ -433,16 +338,7 @@ class QuantTimmVitBlock(QuantModule):
         (``fake`` and ``int`` mode need only the int8 weights; ``float`` mode then refuses).
         """
         self._require_calibrated()
-        in_q, attn, mlp = self.input_quantizer, self.attn, self.mlp
-        convert_layernorm(self.norm1, in_q, self.qact1)
-        _convert_linear(attn.qkv, self.qact1, float(attn.qact1.scale), self.qact1.stored_zero_point)
-        attn.convert()
-        _convert_linear(attn.proj, attn.qact2, float(attn.qact3.scale), attn.qact2.stored_zero_point)
-        _convert_residual(attn.proj, attn.qact3, in_q, self.qact2)
-        convert_layernorm(self.norm2, self.qact2, self.qact3)
-        mlp.convert(self.qact3)
-        _convert_linear(mlp.fc2, mlp.qact1, float(mlp.qact2.scale), mlp.qact1.stored_zero_point)
-        _convert_residual(mlp.fc2, mlp.qact2, self.qact2, self.qact4)
+        convert_block(self)
         if not keep_float_weights:
             release_float_weights(self)
         self.prepare_int()
@@ -470,38 +366,3 @@ def _after_load(module, incompatible_keys) -> None:
     if module.qact0 is not None:
         module.prepare_int()
     track_buffers(module)
-
-
-def release_float_weights(root: nn.Module) -> None:
-    """Drop the float weights of every ``QuantLinear`` under ``root`` (kept only for float mode)."""
-    for m in root.modules():
-        if isinstance(m, QuantLinear):
-            m.release_float_weight()
-
-
-def check_calibration_batches(batches: list) -> None:
-    """Name the first bad calibration batch: ``TypeError`` for one that is not a float tensor,
-    ``ValueError`` for one with NaN or inf values."""
-    for i, batch in enumerate(batches):
-        if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
-            raise TypeError(f"calibration batch {i} must be a float tensor, got "
-                            f"{getattr(batch, 'dtype', type(batch).__name__)}")
-        if not bool(torch.isfinite(batch).all()):
-            raise ValueError(f"calibration batch {i} contains NaN or inf values ({int((~torch.isfinite(batch)).sum())} "
-                             "of them): the observers would record them as the activation range")
-
-
-def run_calibration(root: nn.Module, batches: list, forward, progress: bool = True, desc: str = "calibrating") -> None:
-    """FQ-ViT's calibration loop over ``batches`` (a list) calling ``forward(batch)`` in float mode."""
-    if len(batches) == 0:
-        raise ValueError("calibration data is empty: give at least one batch")
-    check_calibration_batches(batches)
-    from tqdm.auto import tqdm
-
-    set_mode(root, "float")
-    try:
-        for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-            set_calibration(root, True, last_batch=(i == len(batches) - 1))
-            forward(batch)
-    finally:
-        set_calibration(root, False, False)

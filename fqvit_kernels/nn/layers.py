@@ -305,24 +305,10 @@ class QuantLayerNorm(QuantModule):
         return int_layernorm_float(x, in_quantizer.scale, out_quantizer.scale, self.weight, self.bias)
 
     def convert(self, in_quantizer: QAct, out_quantizer: QAct) -> None:
-        """Integer parameters between two calibrated quantizers (PTF input, per-tensor output)."""
-        from .. import params
+        """Integer parameters between two calibrated quantizers (:func:`~.convert.convert_layernorm`)."""
+        from .convert import convert_layernorm  # convert imports this module
 
-        in_scale = in_quantizer.channel_scale(self.channels)
-        self.ptf_alpha.copy_(params.ptf_alpha(in_scale))
-        s_out = float(out_quantizer.scale)
-        if self.kind == "dyadic":
-            gm, gs, beta = params.layernorm_dyadic_params(self.weight.cpu(), self.bias.cpu(), s_out)
-            self.gamma_multiplier.copy_(gm)
-            self.gamma_shift.copy_(gs)
-            self.beta_fixed.copy_(beta)
-        else:
-            wm, bias, shift = params.layernorm_params(self.weight.cpu(), self.bias.cpu(), s_out)
-            self.weight_multiplier.copy_(wm)
-            self.ln_bias.copy_(bias)
-            self.ln_shift.copy_(shift)
-            # The float LayerNorm's epsilon (FQ-ViT's own integer LayerNorm has none: kind "dyadic").
-            self.variance_offset.fill_(params.layernorm_variance_offset(self.channels, self.eps, float(in_scale.min())))
+        convert_layernorm(self, in_quantizer, out_quantizer)
 
     def forward_int(self, x: torch.Tensor, in_zp: int, out_zp: int) -> torch.Tensor:
         """The integer LayerNorm op on int8 rows ``[M, C]`` (stored zero points)."""

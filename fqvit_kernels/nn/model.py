@@ -11,7 +11,6 @@ which is what FQ-ViT's per-token LayerNorm followed by ``[:, 0]`` computes) → 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import hashlib
 import json
@@ -24,8 +23,9 @@ from torch import nn
 
 from ..quant.config import QuantConfig, get_config
 from ._memory import release_freed_memory, releasing_after_each
-from .block import (QuantTimmVitBlock, _convert_linear, convert_layernorm, layernorm_int, linear_int,
-                    release_float_weights, run_calibration)
+from .block import QuantTimmVitBlock, layernorm_int, linear_int
+from .calibration import image_batches, run_calibration
+from .convert import HeadInts, convert_head, head_ints, release_float_weights
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode, track_buffers
 from .support import check_supported_vit
 
@@ -75,16 +75,6 @@ def _after_load(module, incompatible_keys) -> None:
     # A module-level function, not a lambda: a quantized model must stay picklable (torch.save).
     # Runs after every child is loaded (and its Python state synced): prepare the int forwards.
     module.prepare_int()
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadInts:
-    """The model head's integer parameters as Python ints: the final LayerNorm's input and output
-    zero points and the head's output zero point (stored int8 domain)."""
-
-    norm_in_zp: int
-    qact2_zp: int
-    out_zp: int
 
 
 class QuantVisionTransformer(QuantModule):
@@ -188,11 +178,10 @@ class QuantVisionTransformer(QuantModule):
         self._ints = self._compute_int_params() if self.calibrated else None
         track_buffers(self)
 
-    def _compute_int_params(self) -> "HeadInts":
-        return HeadInts(norm_in_zp=self.blocks[-1].qact4.stored_zero_point,
-                        qact2_zp=self.qact2.stored_zero_point, out_zp=self.act_out.stored_zero_point)
+    def _compute_int_params(self) -> HeadInts:
+        return head_ints(self)
 
-    def _int_params(self) -> "HeadInts":
+    def _int_params(self) -> HeadInts:
         if self._ints is None:
             if not self.calibrated:
                 raise NotCalibratedError("the model is not calibrated: use quantize_model(...) or load_quantized(...)")
@@ -224,28 +213,10 @@ class QuantVisionTransformer(QuantModule):
             raise NotCalibratedError("the model is not calibrated")
         for blk in self.blocks:
             blk.convert(keep_float_weights=True)
-        convert_layernorm(self.norm, self.blocks[-1].qact4, self.qact2)
-        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)
+        convert_head(self)
         if not keep_float_weights:
             release_float_weights(self)
         self.prepare_int()
-
-
-def _batches(calib_data) -> list:
-    if calib_data is None:
-        raise ValueError("calibration data is empty: give at least one batch of images")
-    if isinstance(calib_data, torch.Tensor):
-        calib_data = [calib_data]
-    out = []
-    for batch in calib_data:
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(f"calibration batches must be image tensors or (images, labels), got {type(batch).__name__}")
-        out.append(batch)
-    if not out:
-        raise ValueError("calibration data is empty: give at least one batch of images")
-    return out
 
 
 @torch.no_grad()
@@ -269,7 +240,7 @@ def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = No
     """
     vit.eval()
     model = QuantVisionTransformer.from_float(vit, config)
-    batches = _batches(calib_data)
+    batches = image_batches(calib_data)
     device = next(vit.parameters()).device
     model.to(device)
     with releasing_after_each(model.modules()):
