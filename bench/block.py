@@ -16,10 +16,7 @@ from typing import List
 import torch
 
 from common import Context, Row, time_fn
-
-# (model, dim, heads)
-MODELS = [("vit_s", 384, 6), ("vit_b", 768, 12)]
-TOKENS = 197
+from shapes import CPU_MODELS, TOKENS
 
 
 def _timm_block(dim: int, heads: int):
@@ -64,8 +61,8 @@ def run(ctx: Context) -> List[Row]:
         batch = 64
     else:
         batch = 1 if ctx.quick else 8
-    models = MODELS[:1] if ctx.quick else MODELS
-    for model, dim, heads in models:
+    models = CPU_MODELS[:1] if ctx.quick else CPU_MODELS
+    for model, dim, heads, _, _ in models:
         kernel = f"block {model}"
         shape = f"B={batch} N={TOKENS} C={dim}"
         block = _timm_block(dim, heads)

@@ -12,7 +12,6 @@ import statistics
 import time
 from typing import Callable, List, Optional
 
-import torch
 
 
 @dataclasses.dataclass

@@ -17,17 +17,16 @@ reference taking over 2 s per call is not timed.
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from common import Context, Row, time_cpu, time_fn
+from shapes import CPU_MODELS, TOKENS
 from fqvit_kernels import backends, reference as ref, testing
 
 # (model, embed dim, heads, mlp dim)
-MODELS = [("vit_s", 384, 6, 1536), ("vit_b", 768, 12, 3072)]
-TOKENS = 197
 SLOW_REFERENCE_S = 2.0
 
 CPP = "fqvit op"  # torch.ops.fqvit.<op> served by the C++ backend
@@ -121,7 +120,7 @@ def _run(ctx: Context, ext) -> List[Row]:
     batch = 1 if ctx.quick else 8
     m = batch * TOKENS
     gen = torch.Generator().manual_seed(0)
-    for model, dim, heads, mlp in MODELS:
+    for model, dim, heads, mlp, _ in CPU_MODELS:
         for layer, n, k, epilogue in _linears(dim, mlp):
             kernel = f"int8_linear {model}.{layer}"
             if not ctx.wants(kernel):

@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from common import Context, Row, time_fn
+from shapes import GPU_MODELS, TOKENS, TOKENS_384
 from fqvit_kernels import reference as ref, testing
 
 # (model, embed dim, heads, mlp dim)
-MODELS = [("vit_s", 384, 6, 1536), ("vit_b", 768, 12, 3072), ("vit_l", 1024, 16, 4096)]
-TOKENS = 197
 
 
 def _linears(dim: int, mlp: int):
@@ -60,9 +59,9 @@ def _first_batch_item(case: testing.OpCase) -> tuple:
 def linear_rows(ctx: Context, dev: str) -> List[Row]:
     rows: List[Row] = []
     batches = [1, 64] if ctx.quick else [1, 64, 256]
-    models = MODELS[1:2] if ctx.quick else MODELS
+    models = GPU_MODELS[1:2] if ctx.quick else GPU_MODELS
     gen = torch.Generator().manual_seed(0)
-    for model, dim, _, mlp in models:
+    for model, dim, _, mlp, _ in models:
         for batch in batches:
             m = batch * TOKENS
             for layer, n, k, epilogue in _linears(dim, mlp):
@@ -137,10 +136,10 @@ def attention_rows(ctx: Context, dev: str) -> List[Row]:
         return rows
     gen = torch.Generator().manual_seed(1)
     batch = 8 if ctx.quick else 64
-    models = MODELS[1:2] if ctx.quick else MODELS
-    for model, dim, heads, _ in models:
+    models = GPU_MODELS[1:2] if ctx.quick else GPU_MODELS
+    for model, dim, heads, _, _ in models:
         d = dim // heads
-        for n in ([197] if ctx.quick else [197, 577]):
+        for n in ([TOKENS] if ctx.quick else [TOKENS, TOKENS_384]):
             case = testing.attention_case(batch, heads, n, d, gen).to(dev)
             kernel = f"attention {model}"
             shape = f"B={batch} H={heads} N={n} D={d}"
@@ -175,14 +174,14 @@ def norm_softmax_rows(ctx: Context, dev: str) -> List[Row]:
     rows: List[Row] = []
     gen = torch.Generator().manual_seed(2)
     batch = 8 if ctx.quick else 64
-    models = MODELS[1:2] if ctx.quick else MODELS
+    models = GPU_MODELS[1:2] if ctx.quick else GPU_MODELS
     if ctx.wants("layernorm"):
         big = torch.empty(256 * 2**20, dtype=torch.uint8, device=dev)
         dst = torch.empty_like(big)
         rows.append(_row("norm", "device copy", "256 MiB", "copy_", ctx, lambda: dst.copy_(big), None,
                          2.0 * big.numel(), "B"))
         del big, dst
-        for model, dim, _, _ in models:
+        for model, dim, _, _, _ in models:
             m = batch * TOKENS
             kernel = f"layernorm {model}"
             shape = f"M={m} C={dim}"
@@ -196,7 +195,7 @@ def norm_softmax_rows(ctx: Context, dev: str) -> List[Row]:
             rows.append(_row("norm", kernel, shape, "F.layer_norm bf16", ctx,
                              lambda: F.layer_norm(xb, (dim,), wb, wb), None, 4.0 * m * dim, "B"))
     if ctx.wants("softmax"):
-        for model, dim, heads, _ in models:
+        for model, dim, heads, _, _ in models:
             case = testing.scores_case((batch, heads, TOKENS, TOKENS), gen).to(dev)
             kernel = f"softmax {model}"
             shape = f"B={batch} H={heads} N={TOKENS}"

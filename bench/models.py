@@ -18,8 +18,7 @@ from typing import Callable, List
 import torch
 
 from common import Context, Row, time_fn
-
-MODELS = ["deit_small_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
+from shapes import MODEL_NAMES, VIT_S
 
 
 #: Presets timmed in int mode: the LIS one (4-bit attention) and FQ-ViT's 8/8/8 (uniform softmax).
@@ -82,7 +81,7 @@ def run(ctx: Context) -> List[Row]:
         print("[models] timm is not installed: skipped")
         return []
     dev = ctx.device
-    names = MODELS[:1] if ctx.quick else MODELS
+    names = MODEL_NAMES[:1] if ctx.quick else MODEL_NAMES
     if dev == "cuda":
         batches = [64] if ctx.quick else [64, 256]
     else:
@@ -91,7 +90,7 @@ def run(ctx: Context) -> List[Row]:
     for name in names:
         rows.extend(_model_rows(ctx, timm, name, 224, batches))
     if dev == "cpu" and not ctx.quick:  # the 384 px variant (N = 577 tokens) of ViT-S
-        rows.extend(_model_rows(ctx, timm, "vit_small_patch16_224", 384, [8]))
+        rows.extend(_model_rows(ctx, timm, VIT_S.timm_model, 384, [8]))
     return rows
 
 
