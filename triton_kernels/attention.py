@@ -35,6 +35,7 @@ from fqvit_kernels import checks
 from fqvit_kernels.ops import attention_output
 
 from ._common import configs, device_guard, fast_paths_allowed, pow2_at_least
+from .spec import I8, I64, CompileSpec
 from ._intmath import requantize_float32
 from .attn_v import _lis_pv_weights
 from .softmax import _lis_code4, _lis_thresholds, level_table
@@ -291,3 +292,27 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
             BLOCK_D=block_d, FAST=fast_attention(exp_table),
         )
     return out
+
+
+# -- ahead-of-time compile specs (compile_check, static report) ----------------------------------
+
+#: Argument types of ``_attention_scores_kernel`` besides the ``i32`` sizes and parameters.
+SCORES_ARG_TYPES = dict(q_ptr=I8, k_ptr=I8, out_ptr=I8)
+#: Argument types of the fused attention kernels (this one and attention_uniform's).
+ARG_TYPES = dict(q_ptr=I8, k_ptr=I8, v_ptr=I8, out_ptr=I8, table_ptr=I64, levels_ptr=I64)
+
+
+def compile_specs(all_configs: bool = False):
+    """attention_scores per head dim; the fused LIS attention per head dim x autotune candidate (the
+    first only unless ``all_configs``), general and fast."""
+    for head_dim in (8, 64, 80):
+        block_m, block_n, block_d, warps = scores_launch_config(head_dim)
+        yield CompileSpec(f"attention_scores D={head_dim}", _attention_scores_kernel, SCORES_ARG_TYPES,
+                          dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d), warps)
+    candidates = _GPU_CONFIGS if all_configs else _GPU_CONFIGS[:1]
+    for head_dim in (32, 64, 80, 128):
+        for cfg, fast in ((c, f) for c in candidates for f in (False, True)):
+            consts = dict(cfg.kwargs, BLOCK_D=head_block(head_dim), FAST=fast)
+            label = (f"int_attention{' fast' if fast else ''} D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
+                     f"w{cfg.num_warps}")
+            yield CompileSpec(label, _int_attention_kernel, ARG_TYPES, consts, cfg.num_warps, cfg.num_stages)

@@ -25,7 +25,9 @@ import triton.language as tl
 from fqvit_kernels.ops import attention_output
 
 from ._common import configs, device_guard
+from .spec import CompileSpec
 from ._intmath import requantize_float32
+from .attention import ARG_TYPES as ATTENTION_ARG_TYPES
 from .attention import (_GPU_CONFIGS, _INTERPRETER_CONFIG, _query_tile, _score_row_max, _score_tile, _unit_last_stride,
                         head_block)
 
@@ -122,3 +124,20 @@ def int_attention_uniform(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv
             BLOCK_D=head_block(d),
         )
     return out
+
+
+# -- ahead-of-time compile specs (compile_check, static report) ----------------------------------
+
+#: The fused attention kernels share their argument types (no ``levels_ptr`` here).
+ARG_TYPES = {name: kind for name, kind in ATTENTION_ARG_TYPES.items() if name != "levels_ptr"}
+
+
+def compile_specs(all_configs: bool = False):
+    """The uniform-softmax attention per head dim x autotune candidate (the first only unless
+    ``all_configs``)."""
+    for head_dim in (32, 64, 80, 128):
+        for cfg in _GPU_CONFIGS if all_configs else _GPU_CONFIGS[:1]:
+            consts = dict(cfg.kwargs, BLOCK_D=head_block(head_dim))
+            label = (f"int_attention_uniform D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
+                     f"w{cfg.num_warps}")
+            yield CompileSpec(label, _int_attention_uniform_kernel, ARG_TYPES, consts, cfg.num_warps, cfg.num_stages)

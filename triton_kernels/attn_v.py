@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from ._common import device_guard, pow2_at_least
+from .spec import I8, I32, U8, CompileSpec
 
 
 @triton.jit
@@ -92,3 +93,17 @@ def log_attn_v(codes: torch.Tensor, v: torch.Tensor, v_zero_point: int) -> torch
         _log_attn_v_kernel[grid](codes3, v3, out, nq, nk, d, int(v_zero_point),
                                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)
     return out
+
+
+# -- ahead-of-time compile specs (compile_check) --------------------------------------------------
+
+#: Argument types of ``_log_attn_v_kernel`` besides the ``i32`` sizes and zero point.
+ARG_TYPES = dict(codes_ptr=U8, v_ptr=I8, out_ptr=I32)
+
+
+def compile_specs(all_configs: bool = False):
+    """Small, ViT and non-power-of-two head dims (one launch config per head dim)."""
+    for head_dim in (8, 64, 80):
+        block_m, block_n, block_d, warps = launch_config(head_dim)
+        yield CompileSpec(f"log_attn_v D={head_dim}", _log_attn_v_kernel, ARG_TYPES,
+                          dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d), warps)

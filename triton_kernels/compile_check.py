@@ -18,105 +18,27 @@ paths. It exits 1 on the problems :func:`report_problems` lists (tests/test_stat
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ._common import interpreting
+from .spec import CompileSpec, signature
 from .static_report import wgmma_s8_count
 
-_I8, _U8, _I32, _I64 = "*i8", "*u8", "*i32", "*i64"
-# Pointer argument types of the GEMM and int_attention kernels (the other arguments are i32).
-_GEMM_PTRS = dict(a_ptr=_I8, b_ptr=_I8, out_ptr=_I8, bias_ptr=_I64, mult_ptr=_I32, shift_ptr=_I32,
-                  table_ptr=_I32, res_ptr=_I8, branch_mult_ptr=_I32, res_mult_ptr=_I32, res_shift_ptr=_I32)
-_LN_PTRS = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, wmult_ptr=_I32, bias_ptr=_I64, shift_ptr=_I32)
-_DYADIC_PTRS = dict(x_ptr=_I8, out_ptr=_I8, alpha_ptr=_I32, gmult_ptr=_I32, gshift_ptr=_I32, beta_ptr=_I64)
-_ATTENTION_PTRS = dict(q_ptr=_I8, k_ptr=_I8, v_ptr=_I8, out_ptr=_I8, table_ptr=_I64, levels_ptr=_I64)
+#: The kernel modules, each with ``compile_specs(all_configs)`` next to its kernels (:mod:`.spec`).
+KERNEL_MODULES = ("gemm", "layernorm", "softmax", "attn_v", "attention", "attention_uniform")
 
 
-def _signature(fn, pointer_types: Dict[str, str], constexprs: Dict[str, object]) -> Dict[str, str]:
-    sig = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        else:
-            sig[name] = pointer_types.get(name, "i64" if name == "variance_offset" else "i32")
-    return sig
-
-
-def _jobs(all_configs: bool) -> Iterator[Tuple[str, object, Dict[str, str], Dict[str, object], int, int]]:
-    """(label, kernel, pointer types, constexprs, num_warps, num_stages) per compile."""
-    from . import attention, attention_uniform, attn_v, gemm, layernorm, softmax
-
-    gemm_ptrs = _GEMM_PTRS
-    for epilogue in (gemm.EPILOGUE_INT32, gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL):
-        candidates = gemm.configs_for(epilogue)
-        for cfg in candidates if all_configs else candidates[:1]:
-            ptrs = dict(gemm_ptrs, out_ptr=_I32 if epilogue == gemm.EPILOGUE_INT32 else _I8)
-            # The general path with everything general (K masks, 64-bit offsets); the fast one as at ViT shapes.
-            for fast in ((False,) if epilogue == gemm.EPILOGUE_INT32 else (False, True)):
-                consts = dict(cfg.kwargs, EPILOGUE=epilogue, FAST=fast, EVEN_K=fast, OFFSETS_64=not fast)
-                label = (f"gemm epilogue={epilogue}{' fast' if fast else ''} "
-                         f"{cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']}x{cfg.kwargs['BLOCK_K']}")
-                yield label, gemm._gemm_kernel, ptrs, consts, cfg.num_warps, cfg.num_stages
-
-    for channels in (8, 768, 8192):
-        block_c, rows, warps = layernorm.launch_config(channels)
-        for fast in (False, True):
-            tag = " fast" if fast else ""
-            yield (f"ptf_layernorm{tag} C={channels}", layernorm._ptf_layernorm_kernel,
-                   _LN_PTRS, dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=fast), warps, 3)
-            yield (f"ptf_layernorm_dyadic{tag} C={channels}", layernorm._ptf_layernorm_dyadic_kernel,
-                   _DYADIC_PTRS, dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
-
-    for channels in (1, 200, 768, layernorm.MAX_FAST_CHANNELS):
-        chunk, n_chunks, rows, warps = layernorm.chunked_config(channels)
-        shape = dict(ROWS=rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=channels % chunk == 0, OFFSETS_64=channels == 1)
-        for affine_32 in (True, False):
-            yield (f"ptf_layernorm chunked C={channels}{' affine32' if affine_32 else ''}",
-                   layernorm._ptf_layernorm_chunked_kernel, _LN_PTRS,
-                   dict(shape, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, AFFINE_32=affine_32), warps, 3)
-        yield (f"ptf_layernorm_dyadic chunked C={channels}", layernorm._ptf_layernorm_dyadic_chunked_kernel,
-               _DYADIC_PTRS, dict(shape, **layernorm.DYADIC_CONSTEXPRS), warps, 3)
-
-    for length in (7, 197, 4096):
-        block_l, rows, warps = softmax.launch_config(length)
-        yield (f"log_int_softmax L={length}", softmax._log_int_softmax_kernel,
-               dict(s_ptr=_I8, out_ptr=_U8, table_ptr=_I64, levels_ptr=_I64), dict(BITS=4, ROWS=rows, BLOCK_L=block_l),
-               warps, 3)
-
-    for head_dim in (8, 64, 80):
-        block_m, block_n, block_d, warps = attn_v.launch_config(head_dim)
-        yield (f"log_attn_v D={head_dim}", attn_v._log_attn_v_kernel, dict(codes_ptr=_U8, v_ptr=_I8, out_ptr=_I32),
-               dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d), warps, 3)
-
-    for head_dim in (8, 64, 80):
-        block_m, block_n, block_d, warps = attention.scores_launch_config(head_dim)
-        yield (f"attention_scores D={head_dim}", attention._attention_scores_kernel,
-               dict(q_ptr=_I8, k_ptr=_I8, out_ptr=_I8), dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d),
-               warps, 3)
-
-    attention_configs = attention._GPU_CONFIGS if all_configs else attention._GPU_CONFIGS[:1]
-    for head_dim in (32, 64, 80, 128):
-        for cfg, fast in ((c, f) for c in attention_configs for f in (False, True)):
-            consts = dict(cfg.kwargs, BLOCK_D=attention.head_block(head_dim), FAST=fast)
-            yield (f"int_attention{' fast' if fast else ''} D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
-                   f"w{cfg.num_warps}",
-                   attention._int_attention_kernel,
-                   _ATTENTION_PTRS, consts,
-                   cfg.num_warps,
-                   cfg.num_stages)
-
-
-    for head_dim in (32, 64, 80, 128):
-        for cfg in attention_configs:
-            consts = dict(cfg.kwargs, BLOCK_D=attention.head_block(head_dim))
-            yield (f"int_attention_uniform D={head_dim} {cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']} "
-                   f"w{cfg.num_warps}", attention_uniform._int_attention_uniform_kernel, _ATTENTION_PTRS, consts,
-                   cfg.num_warps, cfg.num_stages)
+def compile_specs(all_configs: bool = False) -> Iterator[CompileSpec]:
+    """Every kernel module's compile specs, in :data:`KERNEL_MODULES` order."""
+    for name in KERNEL_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        yield from module.compile_specs(all_configs)
 
 
 #: One compile per kernel family at its hardest specialisation (the CPU test's selection).
@@ -137,12 +59,14 @@ def compile_all(arch: int = 90, all_configs: bool = False, only=None) -> List[Di
         raise RuntimeError("compile_check needs real @triton.jit kernels: unset TRITON_INTERPRET")
     target = GPUTarget("cuda", arch, 32)
     results = []
-    for label, fn, ptrs, consts, warps, stages in _jobs(all_configs):
+    for spec in compile_specs(all_configs):
+        label = spec.label
         if only is not None and not any(label.startswith(prefix) for prefix in only):
             continue
-        src = ASTSource(fn, _signature(fn, ptrs, consts), consts)
+        src = ASTSource(spec.kernel, spec.signature(), dict(spec.constexprs))
         try:
-            compiled = triton.compile(src, target=target, options=dict(num_warps=warps, num_stages=stages))
+            compiled = triton.compile(src, target=target,
+                                      options=dict(num_warps=spec.num_warps, num_stages=spec.num_stages))
         except Exception as exc:  # report every failure, not only the first
             cause = exc
             while cause.__cause__ is not None:
@@ -171,7 +95,7 @@ def _report_jobs(all_configs: bool, general: bool):
     from .static_report import Job
 
     v = _VIT_B
-    gemm_ptrs = _GEMM_PTRS
+    gemm_ptrs = gemm.ARG_TYPES
     # Triton specialises integer arguments equal to 1 as constants and marks pointers and integers
     # divisible by 16 at launch; the unit strides and the divisible sizes of these shapes:
     unit = dict(stride_ak=1, stride_bk=1, stride_on=1, stride_rn=1)
@@ -185,19 +109,19 @@ def _report_jobs(all_configs: bool, general: bool):
                 kw = cfg.kwargs
                 consts = dict(kw, EPILOGUE=epilogue, FAST=fast, EVEN_K=k % kw["BLOCK_K"] == 0, OFFSETS_64=False,
                               **unit)
-                sig = _signature(gemm._gemm_kernel, gemm_ptrs, consts)
+                sig = signature(gemm._gemm_kernel, gemm_ptrs, consts)
                 label = (f"gemm {name} {'fast' if fast else 'general'} {kw['BLOCK_M']}x{kw['BLOCK_N']}x{kw['BLOCK_K']} "
                          f"w{cfg.num_warps} s{cfg.num_stages}")
                 yield Job(label, gemm._gemm_kernel, sig, consts, divisible, cfg.num_warps, cfg.num_stages, "gemm",
                           kw["BLOCK_M"] * kw["BLOCK_N"])
-    att_ptrs = _ATTENTION_PTRS
+    att_ptrs = attention.ARG_TYPES
     att_div = list(att_ptrs) + ["D", "stride_qb", "stride_qh", "stride_qn", "stride_kb", "stride_kh", "stride_kn",
                                 "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on"]
     for cfg, fast in ((c, f) for f in ((True, False) if general else (True,))
                       for c in (attention._GPU_CONFIGS if all_configs else attention._GPU_CONFIGS[:1])):
         kw = cfg.kwargs
         consts = dict(kw, BLOCK_D=attention.head_block(v["head_dim"]), FAST=fast)
-        sig = _signature(attention._int_attention_kernel, att_ptrs, consts)
+        sig = signature(attention._int_attention_kernel, att_ptrs, consts)
         label = (f"int_attention {'fast' if fast else 'general'} D=64 {kw['BLOCK_M']}x{kw['BLOCK_N']} w{cfg.num_warps} "
                  f"s{cfg.num_stages}")
         yield Job(label, attention._int_attention_kernel, sig, consts, att_div, cfg.num_warps, cfg.num_stages,
@@ -209,26 +133,27 @@ def _report_jobs(all_configs: bool, general: bool):
         consts = dict(kw, BLOCK_D=attention.head_block(v["head_dim"]))
         kernel = attention_uniform._int_attention_uniform_kernel
         yield Job(f"int_attention_uniform D=64 {kw['BLOCK_M']}x{kw['BLOCK_N']} w{cfg.num_warps} s{cfg.num_stages}",
-                  kernel, _signature(kernel, att_ptrs, consts), consts, [a for a in att_div if a != "levels_ptr"],
+                  kernel, signature(kernel, attention_uniform.ARG_TYPES, consts), consts,
+                  [a for a in att_div if a != "levels_ptr"],
                   cfg.num_warps, cfg.num_stages, "attention", kw["BLOCK_M"] * kw["BLOCK_N"])
     block_c, rows, warps = layernorm.launch_config(v["dim"])
     ln_div = ["x_ptr", "out_ptr", "alpha_ptr", "M", "C"]
     chunk, n_chunks, c_rows, c_warps = layernorm.chunked_config(v["dim"])
     for fast in (True, False) if general else (True,):
         tag = "fast" if fast else "general"
-        ptrs = _LN_PTRS
+        ptrs = layernorm.ARG_TYPES
         if fast:  # the chunked int32 kernel, with the int32 clamp that LayerNorm parameters take
             consts = dict(ROWS=c_rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=True,
                           NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, OFFSETS_64=False, AFFINE_32=True)
             yield Job(f"ptf_layernorm fast C=768 rows={c_rows} w{c_warps}", layernorm._ptf_layernorm_chunked_kernel,
-                      _signature(layernorm._ptf_layernorm_chunked_kernel, ptrs, consts), consts, ln_div + list(ptrs),
+                      signature(layernorm._ptf_layernorm_chunked_kernel, ptrs, consts), consts, ln_div + [a for a in ptrs if a.endswith("_ptr")],
                       c_warps, 3, "layernorm", c_rows * v["dim"])
         else:
             consts = dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=layernorm.LN_NORM_FRAC_BITS, FAST=False)
             yield Job(f"ptf_layernorm general C=768 rows={rows} w{warps}", layernorm._ptf_layernorm_kernel,
-                      _signature(layernorm._ptf_layernorm_kernel, ptrs, consts), consts, ln_div + list(ptrs), warps, 3,
+                      signature(layernorm._ptf_layernorm_kernel, ptrs, consts), consts, ln_div + [a for a in ptrs if a.endswith("_ptr")], warps, 3,
                       "layernorm", rows * v["dim"])
-        ptrs = _DYADIC_PTRS
+        ptrs = layernorm.DYADIC_ARG_TYPES
         if fast:
             consts = dict(ROWS=c_rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=True, OFFSETS_64=False,
                           **layernorm.DYADIC_CONSTEXPRS)
@@ -237,7 +162,7 @@ def _report_jobs(all_configs: bool, general: bool):
             consts = dict(ROWS=rows, BLOCK_C=block_c, FAST=False, **layernorm.DYADIC_CONSTEXPRS)
             kernel, k_rows, k_warps = layernorm._ptf_layernorm_dyadic_kernel, rows, warps
         yield Job(f"ptf_layernorm_dyadic {tag} C=768 rows={k_rows} w{k_warps}", kernel,
-                  _signature(kernel, ptrs, consts), consts, ln_div + list(ptrs), k_warps, 3, "layernorm",
+                  signature(kernel, ptrs, consts), consts, ln_div + [a for a in ptrs if a.endswith("_ptr")], k_warps, 3, "layernorm",
                   k_rows * v["dim"])
 
 

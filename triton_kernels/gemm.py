@@ -30,6 +30,7 @@ from ._intmath import float32_code, float32_code_emulated, round_shift
 from fqvit_kernels import checks, contract
 
 from ._common import configs, device_guard, fast_paths_allowed, interpreting
+from .spec import I8, I32, I64, CompileSpec
 
 EPILOGUE_INT32 = 0
 EPILOGUE_PLAIN = 1
@@ -298,3 +299,25 @@ def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> 
             out.stride(0), out.stride(1), 0, 1, 0, 0, 0, EPILOGUE=EPILOGUE_INT32, FAST=False,
             EVEN_K=k % meta["BLOCK_K"] == 0, OFFSETS_64=False, **meta)
     return compiled.asm["ptx"]
+
+
+# -- ahead-of-time compile specs (compile_check, static report) ----------------------------------
+
+#: Argument types of ``_gemm_kernel`` besides the ``i32`` sizes, strides and zero points.
+ARG_TYPES = dict(a_ptr=I8, b_ptr=I8, out_ptr=I8, bias_ptr=I64, mult_ptr=I32, shift_ptr=I32, table_ptr=I32,
+                 res_ptr=I8, branch_mult_ptr=I32, res_mult_ptr=I32, res_shift_ptr=I32)
+
+
+def compile_specs(all_configs: bool = False):
+    """Each epilogue x autotune candidate (the first only unless ``all_configs``): the general path
+    with everything general (K masks, 64-bit offsets) and, for the requantizing epilogues, the fast
+    one as at ViT shapes."""
+    for epilogue in (EPILOGUE_INT32, EPILOGUE_PLAIN, EPILOGUE_GELU, EPILOGUE_RESIDUAL):
+        candidates = configs_for(epilogue)
+        types = dict(ARG_TYPES, out_ptr=I32 if epilogue == EPILOGUE_INT32 else I8)
+        for cfg in candidates if all_configs else candidates[:1]:
+            for fast in ((False,) if epilogue == EPILOGUE_INT32 else (False, True)):
+                consts = dict(cfg.kwargs, EPILOGUE=epilogue, FAST=fast, EVEN_K=fast, OFFSETS_64=not fast)
+                label = (f"gemm epilogue={epilogue}{' fast' if fast else ''} "
+                         f"{cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']}x{cfg.kwargs['BLOCK_K']}")
+                yield CompileSpec(label, _gemm_kernel, types, consts, cfg.num_warps, cfg.num_stages)

@@ -27,6 +27,7 @@ from ._intmath import bit_length, floor_div, round_half_even_shift, round_half_e
 from fqvit_kernels import checks
 
 from ._common import device_guard, fast_paths_allowed, interpreting, pow2_at_least
+from .spec import I8, I32, I64, CompileSpec
 
 LN_NORM_FRAC_BITS = contract.LN_NORM_FRAC_BITS
 #: The fixed-point widths of reference.ptf_layernorm_dyadic, as the kernel's constexprs.
@@ -448,3 +449,33 @@ def ptf_layernorm_dyadic(x: torch.Tensor, input_zero_point: int, ptf_alpha: torc
             **DYADIC_CONSTEXPRS,
         )
     return out
+
+
+# -- ahead-of-time compile specs (compile_check, static report) ----------------------------------
+
+#: Argument types of the exact LayerNorm kernels besides the ``i32`` sizes and zero points.
+ARG_TYPES = dict(x_ptr=I8, out_ptr=I8, alpha_ptr=I32, wmult_ptr=I32, bias_ptr=I64, shift_ptr=I32, variance_offset="i64")
+#: Argument types of the dyadic (FQ-ViT formula) kernels.
+DYADIC_ARG_TYPES = dict(x_ptr=I8, out_ptr=I8, alpha_ptr=I32, gmult_ptr=I32, gshift_ptr=I32, beta_ptr=I64)
+
+
+def compile_specs(all_configs: bool = False):
+    """Both LayerNorms at small, ViT and wide rows: the one-block kernels (general and fast) and the
+    chunked int32 kernels (``all_configs`` adds nothing: the launch config is fixed per width)."""
+    for channels in (8, 768, 8192):
+        block_c, rows, warps = launch_config(channels)
+        for fast in (False, True):
+            tag = " fast" if fast else ""
+            yield CompileSpec(f"ptf_layernorm{tag} C={channels}", _ptf_layernorm_kernel, ARG_TYPES,
+                              dict(ROWS=rows, BLOCK_C=block_c, NORM_FRAC_BITS=LN_NORM_FRAC_BITS, FAST=fast), warps)
+            yield CompileSpec(f"ptf_layernorm_dyadic{tag} C={channels}", _ptf_layernorm_dyadic_kernel,
+                              DYADIC_ARG_TYPES, dict(ROWS=rows, BLOCK_C=block_c, FAST=fast, **DYADIC_CONSTEXPRS), warps)
+    for channels in (1, 200, 768, MAX_FAST_CHANNELS):
+        chunk, n_chunks, rows, warps = chunked_config(channels)
+        shape = dict(ROWS=rows, CHUNK=chunk, N_CHUNKS=n_chunks, EVEN_C=channels % chunk == 0, OFFSETS_64=channels == 1)
+        for affine_32 in (True, False):
+            yield CompileSpec(f"ptf_layernorm chunked C={channels}{' affine32' if affine_32 else ''}",
+                              _ptf_layernorm_chunked_kernel, ARG_TYPES,
+                              dict(shape, NORM_FRAC_BITS=LN_NORM_FRAC_BITS, AFFINE_32=affine_32), warps)
+        yield CompileSpec(f"ptf_layernorm_dyadic chunked C={channels}", _ptf_layernorm_dyadic_chunked_kernel,
+                          DYADIC_ARG_TYPES, dict(shape, **DYADIC_CONSTEXPRS), warps)

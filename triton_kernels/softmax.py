@@ -23,6 +23,7 @@ from fqvit_kernels import contract, reference as _ref
 
 from ._intmath import bit_length, round_to_float32
 from ._common import device_guard, interpreting, pow2_at_least
+from .spec import I8, I64, U8, CompileSpec
 
 LIS_MASKED_CODE = tl.constexpr(contract.LIS_MASKED_CODE)
 THRESHOLD_CAP = tl.constexpr(contract.LIS_THRESHOLD_CAP)
@@ -179,3 +180,17 @@ def log_int_softmax(scores: torch.Tensor, exp_table: torch.Tensor, bits: int = 4
     if result is not out:
         out.copy_(result)
     return out
+
+
+# -- ahead-of-time compile specs (compile_check) --------------------------------------------------
+
+#: Argument types of ``_log_int_softmax_kernel`` besides the ``i32`` sizes.
+ARG_TYPES = dict(s_ptr=I8, out_ptr=U8, table_ptr=I64, levels_ptr=I64)
+
+
+def compile_specs(all_configs: bool = False):
+    """4-bit LIS rows of a few, ViT and long lengths (one launch config per length)."""
+    for length in (7, 197, 4096):
+        block_l, rows, warps = launch_config(length)
+        yield CompileSpec(f"log_int_softmax L={length}", _log_int_softmax_kernel, ARG_TYPES,
+                          dict(BITS=4, ROWS=rows, BLOCK_L=block_l), warps)
