@@ -13,7 +13,6 @@ import time
 from typing import Callable, List, Optional
 
 
-
 @dataclasses.dataclass
 class Context:
     device: str = "cpu"
