@@ -14,6 +14,10 @@ or a val folder itself), calibrated like FQ-ViT on ``--calib-batches`` × ``--ca
 training images with the validation transform.
 
 ``--json PATH`` writes the numbers.
+
+Several processes or GPUs: ``torchrun --nproc-per-node N -m fqvit_kernels.eval ...`` gives the
+same table (rank 0 calibrates and broadcasts, the batches are sharded, the counts summed; see
+:mod:`fqvit_kernels.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from .distributed import (DEFAULT_TIMEOUT_S, BatchShardSampler, Group, broadcast_quantized, check_identical,
+                          gather_objects, init_from_env, run_everywhere, sum_counts)
 from .imagefolder import default_workers
 
 __all__ = ["DIGITS_CHECKPOINT", "DIGITS_MODELS", "digits_data", "digits_calibration", "build_digits_vit",
@@ -54,6 +60,8 @@ DIGITS_MODELS = {
 #: Checkpoint and architecture of the default digits ViT.
 DIGITS_CHECKPOINT = DIGITS_MODELS["a"].path
 DIGITS_ARCH = DIGITS_MODELS["a"].arch
+#: Test batch size of the digits evaluation (the batches are also the unit of sharding across ranks).
+DIGITS_EVAL_BATCH = 256
 #: Fixed split of load_digits: 40 % of the 1797 images (719) for testing, stratified, seed 0.
 DIGITS_TEST_FRACTION = 0.4
 DIGITS_SPLIT_SEED = 0
@@ -127,63 +135,115 @@ def predict(model, loader, device="cpu", return_labels: bool = False):
         if isinstance(batch, (tuple, list)) and len(batch) > 1:
             labels.append(torch.as_tensor(batch[1]).cpu())
         preds.append(model(images.to(device)).argmax(dim=-1).cpu())
-    preds = torch.cat(preds)
+    preds = torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)  # a rank may get no batch
     if not return_labels:
         return preds
     return preds, (torch.cat(labels) if labels else None)
 
 
-def _top1(model, loader, labels: Optional[torch.Tensor], device) -> Tuple[torch.Tensor, float]:
-    """Predictions and top-1 (%), scored against the loader's own labels when it yields them."""
+def _correct(model, loader, labels: Optional[torch.Tensor], device) -> Tuple[torch.Tensor, int, int]:
+    """Predictions, correct count and image count, scored against the loader's own labels when it
+    yields them (else ``labels``)."""
     preds, seen = predict(model, loader, device, return_labels=True)
+    if len(preds) == 0 and seen is None and labels is None:
+        return preds, 0, 0  # a rank that got no batch (more ranks than batches)
     truth = seen if seen is not None else labels
     if truth is None or len(truth) != len(preds):
         raise ValueError(f"{len(preds)} predictions but {'no' if truth is None else len(truth)} labels")
-    return preds, 100.0 * (preds == truth).float().mean().item()
+    return preds, int((preds == truth).sum()), len(preds)
+
+
+def _top1(model, loader, labels: Optional[torch.Tensor], device) -> Tuple[torch.Tensor, float]:
+    """Predictions and top-1 (%), scored against the loader's own labels when it yields them."""
+    preds, correct, total = _correct(model, loader, labels, device)
+    return preds, _percent(correct, total)
+
+
+def _percent(part: int, whole: int) -> float:
+    # From integer counts: the same float whatever the batching or the number of processes.
+    return 100.0 * part / whole if whole else float("nan")
 
 
 def _batches(x: torch.Tensor, size: int) -> List[torch.Tensor]:
     return [x[i:i + size] for i in range(0, len(x), size)]
 
 
-def evaluate(model, calib, test_batches, labels: torch.Tensor, settings, modes=("fake", "int"), device="cpu",
-             progress=False, block_images: Optional[torch.Tensor] = None) -> List[Dict[str, object]]:
+def evaluate(model, calib, test_batches, labels: Optional[torch.Tensor], settings, modes=("fake", "int"), device="cpu",
+             progress=False, block_images=None, group: Optional[Group] = None) -> List[Dict[str, object]]:
     """FP32 and every ``(label, preset)`` of ``settings``: top-1 (%) per mode and int/fake agreement.
 
-    With ``block_images``, each row also gets ``block_agreement``: the mean over blocks of the
-    percentage of block-output codes on which int equals fake (both fed the same input codes;
-    :func:`fqvit_kernels.nn.fidelity.model_block_agreement`), and ``block_agreement_min``.
+    With ``block_images`` (an image tensor or a list of image batches), each row also gets
+    ``block_agreement``: the mean over blocks of the percentage of block-output codes on which int
+    equals fake (both fed the same input codes; :func:`fqvit_kernels.nn.fidelity.model_block_counts`),
+    and ``block_agreement_min``.
+
+    ``group`` (:mod:`fqvit_kernels.distributed`): ``test_batches`` and ``block_images`` are this
+    rank's share; rank 0 calibrates and broadcasts each quantized model, every count is summed over
+    the ranks, and every rank returns the same rows (equal to a single-process run's).
     """
     from .nn import quantize_model
-    from .nn.fidelity import model_block_agreement
     from .quant import get_config
 
+    group = group or Group()
+    if isinstance(block_images, torch.Tensor):
+        block_images = [block_images]
     rows = []
     t0 = time.time()
-    _, fp32_top1 = _top1(model, test_batches, labels, device)
-    rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32", top1=fp32_top1,
+    _, correct, total = run_everywhere(group, "the FP32 evaluation", lambda: _correct(model, test_batches, labels, device))
+    correct, total = sum_counts(group, [correct, total])
+    rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32", top1=_percent(correct, total),
                      seconds=time.time() - t0))
     for label, preset in settings:
         config = get_config(preset)
         t0 = time.time()
-        qmodel = quantize_model(model, calib, config, mode="fake", progress=progress)
+        qmodel = run_everywhere(group, f"calibration ({preset}, on rank 0)", lambda: quantize_model(
+            model, calib, config, mode="fake", progress=progress) if group.is_main else None)
+        qmodel = run_everywhere(group, f"sharing the calibrated model ({preset})",
+                                lambda: broadcast_quantized(group, qmodel, model, "fake"))
+        check_identical(group, qmodel, f"the calibrated {preset} model")
         row = dict(method=label, preset=preset, bits=config.bits_label)
-        preds = {}
-        for mode in modes:
-            if mode == "int" and config.lis and config.attn_bits != 4:
-                continue  # no integer kernel for 8-bit LIS codes
-            qmodel.set_mode(mode)
-            preds[mode], row[f"top1_{mode}"] = _top1(qmodel, test_batches, labels, device)
-        if "fake" in preds and "int" in preds:
-            row["agreement"] = 100.0 * (preds["fake"] == preds["int"]).float().mean().item()
-            row["int_minus_fake"] = row["top1_int"] - row["top1_fake"]
-            if block_images is not None:
-                blocks = [b["block"] for b in model_block_agreement(qmodel, block_images.to(device))]
-                row["block_agreement"] = sum(blocks) / len(blocks)
-                row["block_agreement_min"] = min(blocks)
+        wanted = [m for m in modes if not (m == "int" and config.lis and config.attn_bits != 4)]  # no 8-bit LIS kernel
+        row.update(_setting_counts(group, qmodel, wanted, test_batches, labels, device, block_images))
         row["seconds"] = time.time() - t0
         rows.append(row)
     return rows
+
+
+def _setting_counts(group: Group, qmodel, modes, test_batches, labels, device, block_images) -> Dict[str, object]:
+    """Top-1 per mode, int/fake agreement and block-code agreement of one quantized model, from
+    integer counts summed over the ranks."""
+    from .nn.fidelity import model_block_counts
+
+    def count():
+        preds, counts = {}, []
+        for mode in modes:
+            qmodel.set_mode(mode)
+            preds[mode], correct, total = _correct(qmodel, test_batches, labels, device)
+            counts += [correct, total]
+        both = "fake" in preds and "int" in preds
+        counts.append(int((preds["fake"] == preds["int"]).sum()) if both else 0)
+        blocks = [0, 0] * len(qmodel.blocks)
+        if both and block_images is not None:
+            for images in block_images:
+                for i, (equal, seen) in enumerate(model_block_counts(qmodel, images.to(device))):
+                    blocks[2 * i] += equal
+                    blocks[2 * i + 1] += seen
+        return counts + blocks
+
+    counts = sum_counts(group, run_everywhere(group, "the evaluation", count))
+    out: Dict[str, object] = {}
+    for i, mode in enumerate(modes):
+        out[f"top1_{mode}"] = _percent(counts[2 * i], counts[2 * i + 1])
+    if "top1_fake" in out and "top1_int" in out:
+        images = counts[2 * modes.index("int") + 1]
+        out["agreement"] = _percent(counts[2 * len(modes)], images)
+        out["int_minus_fake"] = out["top1_int"] - out["top1_fake"]
+        blocks = counts[2 * len(modes) + 1:]
+        if block_images is not None and sum(blocks[1::2]) > 0:
+            per_block = [_percent(blocks[2 * i], blocks[2 * i + 1]) for i in range(len(blocks) // 2)]
+            out["block_agreement"] = sum(per_block) / len(per_block)
+            out["block_agreement_min"] = min(per_block)
+    return out
 
 
 def format_table(rows, title: str) -> str:
@@ -221,9 +281,13 @@ def run_digits(args) -> Dict[str, object]:
     model = load_digits_model(Path(args.checkpoint) if args.checkpoint else spec.path)
     x_train, _, x_test, y_test = digits_data()
     calib = digits_calibration(x_train, args.calib_batches, args.calib_batch_size)
+    group = args.group
+    # This rank's whole test batches (all of them in one process), with their labels.
+    mine = [(x_test[idx], y_test[idx]) for idx in BatchShardSampler(len(y_test), DIGITS_EVAL_BATCH, group)]
     t0 = time.time()
-    rows = evaluate(model, calib, _batches(x_test, 256), y_test, _settings(args.extra), modes=args.modes,
-                    progress=not args.quiet, block_images=x_test)
+    rows = evaluate(model, calib, mine, None, _settings(args.extra), modes=args.modes,
+                    progress=not args.quiet and group.is_main, block_images=[images for images, _ in mine],
+                    group=group)
     arch = spec.arch
     title = (f"Digits ViT {args.digits_model} ({arch['depth']} blocks x {arch['embed_dim']}, sklearn load_digits, "
              f"{len(y_test)} test images, {args.calib_batches}x{args.calib_batch_size} calibration images)")
@@ -251,11 +315,15 @@ def _imagenet_loaders(args, model):
     val = ImageFolder(str(val_dir), transform=transform)
     calib_set = ImageFolder(str(calib_dir), transform=transform)
     calib_skipped: List[str] = []
-    calib = calibration_batches(calib_set, args.calib_batches, args.calib_batch_size, strict=args.strict_images,
-                                skipped=calib_skipped)
+    calib = []  # only rank 0 calibrates (fqvit_kernels.distributed): the others need no calibration images
+    if args.group.is_main:
+        calib = calibration_batches(calib_set, args.calib_batches, args.calib_batch_size, strict=args.strict_images,
+                                    skipped=calib_skipped)
     for error in calib_skipped:
         print(f"note: skipped unreadable calibration image {error}", file=sys.stderr)
-    loader = SkippingLoader(val, batch_size=args.batch_size, workers=args.workers, strict=args.strict_images)
+    shard = BatchShardSampler(len(val), args.batch_size, args.group)
+    loader = SkippingLoader(val, batch_size=args.batch_size, workers=args.workers, strict=args.strict_images,
+                            batch_sampler=shard)
     return calib, loader
 
 
@@ -267,19 +335,26 @@ def run_imagenet(args) -> Dict[str, object]:
         raise SystemExit("--model needs --data <ImageNet folder>")
     if not Path(args.data).is_dir():
         raise SystemExit(f"ImageNet folder {args.data} does not exist")
+    if not args.pretrained:
+        torch.manual_seed(0)  # random weights, but the same in every run and on every rank
     model = timm.create_model(args.model, pretrained=args.pretrained).eval()
+    run_everywhere(args.group, "loading the float model", lambda: check_identical(args.group, model, "the float model"))
     calib, loader = _imagenet_loaders(args, model)
     device = args.device
     model.to(device)
+    group = args.group
     t0 = time.time()
-    first = next(iter(loader))[0]
+    # Block agreement on the first validation batch (global batch 0, which is rank 0's).
+    first = [next(iter(loader))[0]] if group.is_main and len(loader) else []
     rows = evaluate(model, calib, loader, None, _settings(args.extra), modes=args.modes, device=device,
-                    progress=not args.quiet, block_images=first)
-    scored = len(loader.dataset) - len(loader.skipped)
+                    progress=not args.quiet and group.is_main, block_images=first, group=group)
+    skipped = sorted(set(error for rank_errors in gather_objects(group, list(loader.skipped)) for error in rank_errors))
+    scored = len(loader.dataset) - len(skipped)
     title = f"{args.model} on ImageNet val ({scored} images)"
-    if loader.skipped:
+    if skipped:
+        loader.skipped = dict.fromkeys(skipped)
         title += f"; {loader.summary()}"
-    return dict(dataset="imagenet", model=args.model, test_images=scored, skipped_images=list(loader.skipped),
+    return dict(dataset="imagenet", model=args.model, test_images=scored, skipped_images=skipped,
                 rows=rows, seconds=time.time() - t0, title=title)
 
 
@@ -318,9 +393,23 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     parser.add_argument("--checkpoint", help="digits checkpoint (default: the shipped one of --digits-model)")
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="under torchrun: seconds a collective may wait for the other ranks "
+                             f"(default {DEFAULT_TIMEOUT_S:.0f}: rank 0 calibrates while the others wait)")
     args = parser.parse_args(argv)
     if args.workers < 0:
         raise SystemExit(f"--workers must be >= 0, got {args.workers}")
+    if args.dist_timeout <= 0:
+        raise SystemExit(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+    args.group, args.device = init_from_env(args.device, args.dist_timeout)
+    try:
+        return _run(args)
+    finally:
+        if args.group.distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _run(args) -> Dict[str, object]:
     if args.model:
         args.calib_batches = args.calib_batches or 10
         args.calib_batch_size = args.calib_batch_size or 100
@@ -331,9 +420,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         args.calib_batches = args.calib_batches or 10
         args.calib_batch_size = args.calib_batch_size or 50
         result = run_digits(args)
-    print(format_table(result["rows"], result["title"]))
-    print(f"({result['seconds']:.1f} s)")
     result["environment"] = _environment()
+    result["environment"]["world_size"] = args.group.world_size
+    if not args.group.is_main:  # rank 0 prints and writes; every rank returns the same rows
+        return result
+    print(format_table(result["rows"], result["title"]))
+    print(f"({result['seconds']:.1f} s{f', {args.group.world_size} processes' if args.group.distributed else ''})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({k: v for k, v in result.items() if k != "title"}, fh, indent=2)

@@ -65,15 +65,20 @@ class SkippingLoader:
     """Batches ``(images, labels)`` of an ImageFolder, leaving out files that cannot be decoded.
 
     ``skipped`` maps each unreadable file (``"path: error"``) seen so far; with ``strict=True`` the
-    first one raises :class:`UnreadableImageError` naming it.
+    first one raises :class:`UnreadableImageError` naming it. ``batch_sampler`` (e.g.
+    :class:`fqvit_kernels.distributed.BatchShardSampler`) replaces the plain in-order batches.
     """
 
-    def __init__(self, dataset, batch_size: int, workers: int, strict: bool = False):
+    def __init__(self, dataset, batch_size: int, workers: int, strict: bool = False, batch_sampler=None):
         self.dataset = dataset
         self.strict = strict
         self.skipped: Dict[str, None] = {}
-        self._loader = torch.utils.data.DataLoader(_Guarded(dataset), batch_size=batch_size, num_workers=workers,
-                                                   collate_fn=_collate)
+        if batch_sampler is None:
+            self._loader = torch.utils.data.DataLoader(_Guarded(dataset), batch_size=batch_size, num_workers=workers,
+                                                       collate_fn=_collate)
+        else:
+            self._loader = torch.utils.data.DataLoader(_Guarded(dataset), batch_sampler=batch_sampler,
+                                                       num_workers=workers, collate_fn=_collate)
 
     def __len__(self) -> int:
         return len(self._loader)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .block import QuantTimmVitBlock, layernorm_int, linear_int
 from .layers import QAct, set_mode
 
-__all__ = ["STAGES", "grid_codes", "stage_codes", "block_codes", "agreement", "model_block_agreement",
+__all__ = ["STAGES", "grid_codes", "stage_codes", "block_codes", "agreement", "model_block_agreement", "model_block_counts",
            "fake_noise_floor"]
 
 #: The stages of a block, in execution order.
@@ -157,13 +157,14 @@ def block_codes(block: QuantTimmVitBlock, x_int: torch.Tensor) -> Tuple[torch.Te
 
 
 @torch.no_grad()
-def model_block_agreement(model, images: torch.Tensor, stages: bool = False) -> List[Dict[str, float]]:
-    """Per block of ``model`` (a calibrated ``QuantVisionTransformer``): the percentage of block-output
-    codes (and, with ``stages``, of each stage's codes) on which ``int`` equals ``fake``.
+def model_block_counts(model, images: torch.Tensor) -> List[Tuple[int, int]]:
+    """Per block of ``model``: ``(equal, total)`` block-output codes of ``int`` vs ``fake`` on
+    ``images`` (integer counts, which sum exactly across batches and processes)."""
+    return [(int((got == fake).sum()), got.numel()) for got, fake in _block_pairs(model, images)]
 
-    The block inputs are those of the ``fake`` model on ``images``, quantized onto each block's
-    input grid; every block then runs both ways on the same codes.
-    """
+
+def _block_pairs(model, images: torch.Tensor, stages: bool = False):
+    """``(int codes, fake codes[, stage codes])`` per block, all blocks fed the fake model's inputs."""
     previous = model.mode
     inputs: List[torch.Tensor] = []
     hooks = [blk.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach()))
@@ -174,15 +175,28 @@ def model_block_agreement(model, images: torch.Tensor, stages: bool = False) -> 
     finally:
         for hook in hooks:
             hook.remove()
-    results = []
     try:
         for blk, x in zip(model.blocks, inputs):
             x_int = blk.input_quantizer.quantize_int(x)
             got, fake = block_codes(blk, x_int)
-            row = {"block": 100.0 * (got == fake).double().mean().item()}
-            if stages:
-                row.update(agreement(stage_codes(blk, x_int)))
-            results.append(row)
+            yield (got, fake, stage_codes(blk, x_int)) if stages else (got, fake)
     finally:
         model.set_mode(previous)
+
+
+@torch.no_grad()
+def model_block_agreement(model, images: torch.Tensor, stages: bool = False) -> List[Dict[str, float]]:
+    """Per block of ``model`` (a calibrated ``QuantVisionTransformer``): the percentage of block-output
+    codes (and, with ``stages``, of each stage's codes) on which ``int`` equals ``fake``.
+
+    The block inputs are those of the ``fake`` model on ``images``, quantized onto each block's
+    input grid; every block then runs both ways on the same codes.
+    """
+    results = []
+    for pair in _block_pairs(model, images, stages):
+        got, fake = pair[0], pair[1]
+        row = {"block": 100.0 * (got == fake).double().mean().item()}
+        if stages:
+            row.update(agreement(pair[2]))
+        results.append(row)
     return results

@@ -29,7 +29,7 @@ from .convert import HeadInts, convert_head, head_ints, release_float_weights
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode, track_buffers
 from .support import check_supported_vit
 
-__all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "arch_config",
+__all__ = ["QuantVisionTransformer", "quantize_model", "save_quantized", "load_quantized", "build_quantized", "arch_config",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "fqvit-kernels/quantized-vit"
@@ -378,16 +378,25 @@ def load_quantized(path, vit: Optional[nn.Module] = None, mode: str = "int") -> 
             diff = {k: (arch.get(k), got.get(k)) for k in set(arch) | set(got) if arch.get(k) != got.get(k)}
             raise ValueError(f"checkpoint architecture differs from the given model (checkpoint, model): {diff}")
         device = next(vit.parameters()).device
-    config = QuantConfig.from_dict(payload["config"])
+    return build_quantized(arch, payload["config"], payload["state_dict"], device, mode, source=str(path))
+
+
+def build_quantized(arch: Dict[str, object], config: Dict[str, object], state: Dict[str, torch.Tensor],
+                    device=None, mode: str = "int", source: str = "state") -> QuantVisionTransformer:
+    """A calibrated ``QuantVisionTransformer`` from its parts, without float weights: the
+    architecture (:func:`arch_config`), the config dict and the state dict of a calibrated model.
+    The model is built on the meta device and the tensors assigned (the int8 model's memory only).
+    ``ValueError`` (naming ``source``) when the tensors do not fit the architecture."""
+    config = QuantConfig.from_dict(config)
     with torch.device("meta"):
         model = QuantVisionTransformer.from_float(_build_vit(arch), config)
     release_float_weights(model)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True, assign=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: checkpoint tensors do not fit the architecture {arch}: {exc}") from exc
+        raise ValueError(f"{source}: checkpoint tensors do not fit the architecture {arch}: {exc}") from exc
     leftover = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:
-        raise ValueError(f"{path}: checkpoint is missing tensors for {leftover[:5]}")
-    model.to(device)
+        raise ValueError(f"{source}: checkpoint is missing tensors for {leftover[:5]}")
+    model.to(device if device is not None else torch.device("cpu"))
     return model.set_mode(mode)
