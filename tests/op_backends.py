@@ -4,14 +4,16 @@
 extension called directly, the dispatched op (``torch.ops.fqvit``, whichever kernel serves the
 CPU), and the Triton kernels (on CUDA tensors with a GPU, else under ``TRITON_INTERPRET=1`` on
 CPU tensors, which tests/conftest.py sets), twice: as dispatched (int32 fast paths where their
-preconditions hold) and forced onto the general int64 paths (``triton-fallback``). ``on_every_backend`` parametrizes a test over them, so
-a case is written once and each implementation is one test id (``[cpp]``, ``[triton]``, ...).
+preconditions hold) and forced onto the general int64 paths (``triton-fallback``). A test in
+tests/ops/ that takes a ``backend`` argument runs once per implementation (tests/ops/conftest.py;
+``@pytest.mark.backends(...)`` narrows the set), so a case is written once and each implementation
+is one test id (``[cpp]``, ``[triton]``, ...); ``on_every_backend`` does the same for a test elsewhere.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, List, NamedTuple
+from typing import Callable, List, NamedTuple, Optional
 
 import pytest
 import torch
@@ -41,12 +43,17 @@ class Backend(NamedTuple):
         return kernel(*moved).cpu()
 
 
+CUDA = torch.cuda.is_available()
+#: Where the Triton kernels run: CUDA tensors on a GPU, CPU tensors under the interpreter, else None.
+TRITON_DEVICE: Optional[str] = "cuda" if CUDA else ("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None)
+
+
 def _backends() -> List[Backend]:
     found = [Backend("reference", "cpu", lambda op: getattr(ref, op, None)),
              Backend("dispatch", "cpu", lambda op: getattr(torch.ops.fqvit, op))]
     if _C is not None:
         found.append(Backend("cpp", "cpu", lambda op: getattr(_C, op, None)))
-    triton_device = "cuda" if torch.cuda.is_available() else ("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None)
+    triton_device = TRITON_DEVICE
     if triton_device is not None:
         import triton_kernels
 
@@ -75,6 +82,25 @@ BACKENDS = _backends()
 
 #: ``@on_every_backend`` gives the test a ``backend`` argument, one test id per implementation.
 on_every_backend = pytest.mark.parametrize("backend", BACKENDS, ids=[b.name for b in BACKENDS])
+
+
+def backend_params(names=None, exclude=()) -> list:
+    """``BACKENDS`` (those named in ``names``, if given, less those in ``exclude``) as pytest params
+    with ids; the Triton legs carry the ``interpreter`` marker (``pytest -m interpreter`` selects
+    every Triton test)."""
+    unknown = set(names or ()) | set(exclude)
+    unknown -= {"reference", "dispatch", "cpp", "triton", "triton-fallback", "dispatch-cuda"}
+    if unknown:
+        raise ValueError(f"unknown backend names {sorted(unknown)}")
+    return [pytest.param(b, id=b.name, marks=[pytest.mark.interpreter] if b.name.startswith("triton") else [])
+            for b in BACKENDS if (names is None or b.name in names) and b.name not in exclude]
+
+
+def triton_only(test):
+    """Marks a test that calls Triton kernels or helpers directly (not through a ``Backend``): the
+    ``interpreter`` marker, and a skip where no Triton kernels run (no GPU and no interpreter)."""
+    test = pytest.mark.interpreter(test)
+    return pytest.mark.skipif(TRITON_DEVICE is None, reason="no GPU and TRITON_INTERPRET is not set")(test)
 
 
 def all_agree(op: str, args, expected: torch.Tensor, skip=()) -> None:

@@ -1,7 +1,7 @@
 """A test-only Triton kernel: the fused attention's LIS code rule (``triton_kernels.softmax``'s
 per-row thresholds and ``_lis_code4``) applied to given row sums and exponents, so that tests can
 check it exhaustively against the reference without building attention inputs that reach every
-threshold. Imported by tests/test_triton_interpreter.py after the interpreter switch is set."""
+threshold. Imported by tests/ops/test_log_int_softmax.py after the interpreter switch is set."""
 
 import torch
 import triton
