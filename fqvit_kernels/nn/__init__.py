@@ -5,14 +5,16 @@ anything is built), ``layers`` (the quantizer ``QAct``, ``QuantLinear``, ``Quant
 switching), ``block`` (the block's modules and their three forwards), ``model`` (the whole ViT,
 ``quantize_model``, checkpoints), ``calibration`` (FQ-ViT's calibration loop), ``convert`` (every
 float scale → integer parameter of the int forward, and the frozen bundles of Python ints the
-forwards read) and ``fidelity`` (per-stage agreement of the int and fake forwards).
+forwards read), ``adaround`` (learned weight rounding) and ``fidelity`` (per-stage agreement of the int and fake forwards).
 """
 
-from .block import QuantTimmVitBlock, check_supported_block
-from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, UnsupportedModelError, set_mode
+from .adaround import AdaRoundConfig
+from .block import QuantizedLayer, QuantIntSoft, QuantTimmVitBlock, check_supported_block
+from .layers import NotCalibratedError, QAct, QLayerNorm, QuantLayerNorm, QuantLinear, UnsupportedModelError, set_mode
 
 __all__ = ["QuantTimmVitBlock", "check_supported_block", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode",
-           "NotCalibratedError", "UnsupportedModelError"]
+           "NotCalibratedError", "UnsupportedModelError", "QLayerNorm", "QuantIntSoft", "QuantizedLayer",
+           "AdaRoundConfig"]
 
 from .model import QuantVisionTransformer, arch_config, load_quantized, quantize_model, save_quantized  # noqa: E402
 

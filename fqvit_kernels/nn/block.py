@@ -22,7 +22,8 @@ core is ``torch.ops.fqvit.int_attention_uniform``.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections import OrderedDict
+from typing import Iterable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,21 @@ from .support import check_supported_block  # noqa: F401 (re-exported: nn.check_
 from .layers import (NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, UnsupportedModelError,
                      set_mode, track_buffers)
 
-__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "QuantSoftmax", "check_supported_block", "linear_int",
-           "layernorm_int"]
+__all__ = ["QuantTimmVitBlock", "QuantAttention", "QuantMlp", "QuantSoftmax", "QuantIntSoft", "QuantizedLayer",
+           "check_supported_block", "linear_int", "layernorm_int"]
+
+
+class QuantizedLayer(NamedTuple):
+    """One quantized linear layer and the activation quantizers around it (:meth:`get_quantized_layers`).
+
+    ``linear`` holds the float weight (until conversion releases it), ``weight_int8``,
+    ``weight_scale`` and ``weight_bits``; ``input_quantizer`` is the grid of its input and
+    ``output_quantizer`` the quantizer of its output (for fc1, of ``GELU(fc1(x))``; for proj and
+    fc2, of the branch before the residual add)."""
+
+    linear: QuantLinear
+    input_quantizer: QAct
+    output_quantizer: QAct
 
 
 def _long(value: int) -> torch.Tensor:
@@ -64,6 +78,10 @@ class QuantSoftmax(QuantModule):
         return self.qact(x.softmax(dim=-1))
 
 
+#: The block guide's name for the softmax quantizer module (FQ-ViT's ``QIntSoftmax``).
+QuantIntSoft = QuantSoftmax
+
+
 class QuantAttention(QuantModule):
     """timm ``Attention`` with FQ-ViT's quantizers (``qkv``, ``qact1``, ``qact_attn1``, ``softmax``,
     ``qact2``, ``proj``, ``qact3``)."""
@@ -76,12 +94,12 @@ class QuantAttention(QuantModule):
         self.scale = float(attn.scale)
         self.lis = config.lis
         self.attn_bits = config.attn_bits
-        self.qkv = QuantLinear(attn.qkv)
+        self.qkv = QuantLinear(attn.qkv, weight_bits=config.weight_bits)
         self.qact1 = QAct(3 * dim, "act", config, f"{name}.qact1")
         self.qact_attn1 = QAct(1, "act", config, f"{name}.qact_attn1")
         self.softmax = QuantSoftmax(config, f"{name}.softmax")
         self.qact2 = QAct(dim, "act", config, f"{name}.qact2")
-        self.proj = QuantLinear(attn.proj, residual=True)
+        self.proj = QuantLinear(attn.proj, residual=True, weight_bits=config.weight_bits)
         self.qact3 = QAct(dim, "act", config, f"{name}.qact3")
         # int-mode parameters of the attention core (filled at conversion).
         self.register_buffer("score_multiplier", _long(0))
@@ -147,9 +165,9 @@ class QuantMlp(QuantModule):
     def __init__(self, mlp: nn.Module, config: QuantConfig, name: str = "mlp") -> None:
         super().__init__()
         hidden = mlp.fc1.out_features
-        self.fc1 = QuantLinear(mlp.fc1)
+        self.fc1 = QuantLinear(mlp.fc1, weight_bits=config.weight_bits)
         self.qact1 = QAct(hidden, "act", config, f"{name}.qact1")
-        self.fc2 = QuantLinear(mlp.fc2, residual=True)
+        self.fc2 = QuantLinear(mlp.fc2, residual=True, weight_bits=config.weight_bits)
         self.qact2 = QAct(mlp.fc2.out_features, "act", config, f"{name}.qact2")
         # Its length is set at conversion (it depends on qact1's scale); loading resizes it.
         self.register_buffer("gelu_table", torch.zeros(1, dtype=torch.int32))
@@ -243,6 +261,35 @@ class QuantTimmVitBlock(QuantModule):
     def input_quantizer(self) -> QAct:
         """The quantizer whose grid the block input lies on."""
         return self.qact0 if self.qact0 is not None else self._external_input[0]
+
+    # -- the vocabulary of the block guide (docs/fqvit.md §5.1) -----------------------------------
+
+    @property
+    def attn_qkv_output(self) -> QAct:
+        """The re-quantization of the qkv linear's output (``attn.qact1``): int32 -> int8."""
+        return self.attn.qact1
+
+    @property
+    def residual1(self) -> QAct:
+        """The re-quantization after the attention residual add (``qact2``, PTF)."""
+        return self.qact2
+
+    @property
+    def residual2(self) -> QAct:
+        """The re-quantization after the MLP residual add (``qact4``, PTF): the block's output grid."""
+        return self.qact4
+
+    def get_quantized_layers(self, prefix: str = "") -> "OrderedDict[str, QuantizedLayer]":
+        """The block's quantized linear layers in execution order: ``attn.qkv``, ``attn.proj``,
+        ``mlp.fc1``, ``mlp.fc2`` (names prefixed by ``prefix``), each with the quantizers of its
+        input and output: the entry point of weight-rounding and inspection tools."""
+        attn, mlp = self.attn, self.mlp
+        return OrderedDict([
+            (prefix + "attn.qkv", QuantizedLayer(attn.qkv, self.qact1, attn.qact1)),
+            (prefix + "attn.proj", QuantizedLayer(attn.proj, attn.qact2, attn.qact3)),
+            (prefix + "mlp.fc1", QuantizedLayer(mlp.fc1, self.qact3, mlp.qact1)),
+            (prefix + "mlp.fc2", QuantizedLayer(mlp.fc2, mlp.qact1, mlp.qact2)),
+        ])
 
     def _drop_int_cache(self) -> None:
         self._ints = None
@@ -356,6 +403,11 @@ class QuantTimmVitBlock(QuantModule):
         run_calibration(self, list(batches), self.forward, progress=progress, desc="calibrating block")
         self.convert(keep_float_weights)
         return self.set_mode(mode)
+
+    def calibration(self, batches: Iterable[torch.Tensor], mode: str = "int", progress: bool = False,
+                    keep_float_weights: bool = False) -> "QuantTimmVitBlock":
+        """The block guide's name for :meth:`calibrate` (same arguments)."""
+        return self.calibrate(batches, mode=mode, progress=progress, keep_float_weights=keep_float_weights)
 
 
 def _after_load(module, incompatible_keys) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..quant.config import QuantConfig
 from ..quant.observers import Observer, make_observer
-from ..quant.quantizers import fake_quantize, int_layernorm_float, quantize_weight
+from ..quant.quantizers import fake_quantize, int_layernorm_float, quantize_weight, weight_range
 
 __all__ = ["MODES", "QuantModule", "QAct", "QuantLinear", "QuantLayerNorm", "set_mode", "set_calibration", "track_buffers",
            "NotCalibratedError", "FloatWeightsUnavailableError", "UnsupportedModelError"]
@@ -212,7 +212,8 @@ def _sync_qact(module: "QAct", incompatible_keys) -> None:
 
 
 class QuantLinear(QuantModule):
-    """FQ-ViT ``QLinear``: int8 symmetric per-output-channel weight, float bias in ``fake`` mode.
+    """FQ-ViT ``QLinear``: ``weight_bits``-bit (4..8, stored as int8) symmetric per-output-channel
+    weight, float bias in ``fake`` mode.
 
     The float weight is a non-persistent buffer that shares the float model's storage (no copy) and
     serves ``float`` mode and calibration only; :meth:`release_float_weight` drops it at conversion.
@@ -222,15 +223,16 @@ class QuantLinear(QuantModule):
     are filled by the owning block at conversion.
     """
 
-    def __init__(self, linear: nn.Linear, residual: bool = False) -> None:
+    def __init__(self, linear: nn.Linear, residual: bool = False, weight_bits: int = 8) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise UnsupportedModelError(f"expected nn.Linear, got {type(linear).__name__}")
         n, k = linear.weight.shape
         self.in_features, self.out_features = k, n
+        self.weight_bits = int(weight_bits)
         self.register_buffer("weight", linear.weight.detach().float(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone().float())
-        codes, scale = quantize_weight(linear.weight)
+        codes, scale = quantize_weight(linear.weight, self.weight_bits)
         self.register_buffer("weight_int8", codes)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("int_bias", torch.zeros(n, dtype=torch.int64))
@@ -257,8 +259,21 @@ class QuantLinear(QuantModule):
             return F.linear(x, self.weight, self.bias)
         return F.linear(x, self.fake_weight(), self.bias)
 
+    def set_weight_codes(self, codes: torch.Tensor) -> None:
+        """Replace the integer weight (e.g. AdaRound's rounding) on the same scales; the codes must be
+        integers of this layer's ``weight_bits`` range. The owning module must be converted again."""
+        qmin, qmax = weight_range(self.weight_bits)
+        if codes.shape != self.weight_int8.shape:
+            raise ValueError(f"weight codes must have shape {tuple(self.weight_int8.shape)}, got {tuple(codes.shape)}")
+        if codes.is_floating_point() and not bool((codes == codes.round()).all()):
+            raise ValueError("weight codes must be integers")
+        if bool((codes < qmin).any()) or bool((codes > qmax).any()):
+            raise ValueError(f"{self.weight_bits}-bit weight codes must lie in {qmin}..{qmax}")
+        self.weight_int8.copy_(codes.to(torch.int8))
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"weight_bits={self.weight_bits}")
 
 
 class QuantLayerNorm(QuantModule):
@@ -320,3 +335,7 @@ class QuantLayerNorm(QuantModule):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, eps={self.eps}, int_norm={self.int_norm}, kind={self.kind}"
+
+
+#: The block guide's name for the integer-mode LayerNorm module (FQ-ViT's ``QIntLayerNorm``).
+QLayerNorm = QuantLayerNorm

@@ -11,7 +11,9 @@ which is what FQ-ViT's per-token LayerNorm followed by ``[:, 0]`` computes) → 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+from collections import OrderedDict
 import hashlib
 import json
 import os
@@ -23,7 +25,8 @@ from torch import nn
 
 from ..quant.config import QuantConfig, get_config
 from ._memory import release_freed_memory, releasing_after_each
-from .block import QuantTimmVitBlock, layernorm_int, linear_int
+from .adaround import WEIGHT_ROUNDINGS, AdaRoundConfig, adaround_model
+from .block import QuantizedLayer, QuantTimmVitBlock, layernorm_int, linear_int
 from .calibration import image_batches, run_calibration
 from .convert import HeadInts, convert_head, head_ints, release_float_weights
 from .layers import NotCalibratedError, QAct, QuantLayerNorm, QuantLinear, QuantModule, set_mode, track_buffers
@@ -106,7 +109,7 @@ class QuantVisionTransformer(QuantModule):
         self.blocks = nn.ModuleList(blocks)
         self.norm = QuantLayerNorm(vit.norm, config)
         self.qact2 = QAct(dim, "act", config, "qact2")
-        self.head = QuantLinear(vit.head)
+        self.head = QuantLinear(vit.head, weight_bits=config.weight_bits)
         self.act_out = QAct(vit.head.out_features, "act", config, "act_out")
         self._ints: Optional[dict] = None
         self.register_load_state_dict_post_hook(_after_load)
@@ -205,6 +208,39 @@ class QuantVisionTransformer(QuantModule):
         logits = linear_int(self.head, h, ints.out_zp)
         return self.act_out.dequantize_int(logits)
 
+    def get_quantized_layers(self) -> "OrderedDict[str, QuantizedLayer]":
+        """Every quantized linear layer in execution order (``blocks.<i>.attn.qkv``, ...,
+        ``head``), each with the quantizers of its input and output
+        (:class:`~fqvit_kernels.nn.block.QuantizedLayer`): the entry point of weight-rounding and
+        inspection tools (AdaRound walks it)."""
+        layers: "OrderedDict[str, QuantizedLayer]" = OrderedDict()
+        for i, blk in enumerate(self.blocks):
+            layers.update(blk.get_quantized_layers(prefix=f"blocks.{i}."))
+        layers["head"] = QuantizedLayer(self.head, self.qact2, self.act_out)
+        return layers
+
+    @torch.no_grad()
+    def calibration(self, calib_data: Iterable, mode: str = "int", progress: bool = True,
+                    keep_float_weights: bool = False, weight_rounding: str = "nearest",
+                    adaround_iters: Optional[int] = None, adaround: Optional[AdaRoundConfig] = None
+                    ) -> "QuantVisionTransformer":
+        """Calibrate this (uncalibrated) model on ``calib_data``, optionally AdaRound its weights,
+        convert it and switch to ``mode``; :func:`quantize_model` is ``from_float`` + this."""
+        if weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ValueError(f"weight_rounding={weight_rounding!r}: choose one of {WEIGHT_ROUNDINGS}")
+        if adaround_iters is not None:
+            adaround = dataclasses.replace(adaround or AdaRoundConfig(), iters=int(adaround_iters))
+        batches = image_batches(calib_data)
+        device = self.cls_token.device
+        forward = lambda b: self(b.to(device))  # noqa: E731
+        with releasing_after_each(self.modules()):
+            run_calibration(self, batches, forward, progress=progress, desc="FQ-ViT calibration")
+        if weight_rounding == "adaround":
+            self.adaround_report = adaround_model(self, batches, forward, adaround or AdaRoundConfig(), progress)
+        self.convert(keep_float_weights)
+        release_freed_memory()
+        return self.set_mode(mode)
+
     @torch.no_grad()
     def convert(self, keep_float_weights: bool = False) -> None:
         """Precompute all int-mode parameters from the calibrated scales; then release the float
@@ -221,7 +257,8 @@ class QuantVisionTransformer(QuantModule):
 
 @torch.no_grad()
 def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = None, mode: str = "int",
-                   progress: bool = True, keep_float_weights: bool = False) -> QuantVisionTransformer:
+                   progress: bool = True, keep_float_weights: bool = False, weight_rounding: str = "nearest",
+                   adaround_iters: Optional[int] = None, adaround: Optional[AdaRoundConfig] = None) -> QuantVisionTransformer:
     """Quantize a timm ``VisionTransformer`` the FQ-ViT way and return the converted model.
 
     Args:
@@ -232,22 +269,22 @@ def quantize_model(vit: nn.Module, calib_data: Iterable, config: ConfigLike = No
             ``(images, labels)`` pairs. Observers update on every batch; the last batch fixes the
             parameters (and is the search data of OMSE / PTF), as in FQ-ViT's ``test_quant.py``.
             A batch with NaN or inf values raises ``ValueError`` naming it.
-        config: a :class:`QuantConfig` or a preset name (default: FQ-ViT W8/A8/attn4, PTF, LIS).
+        config: a :class:`QuantConfig` or a preset name (default: FQ-ViT W8/A8/attn4, PTF, LIS;
+            ``fqvit-4/8/4`` for 4-bit weights).
         mode: ``int`` (kernels) or ``fake`` (FQ-ViT simulation); ``float`` needs ``keep_float_weights``.
-        progress: show a tqdm progress bar.
+        progress: show tqdm progress bars.
         keep_float_weights: keep references to the float weights so that ``float`` mode still works
             (by default they are dropped after conversion: ``fake`` and ``int`` use int8 weights).
+        weight_rounding: ``"nearest"`` (FQ-ViT) or ``"adaround"``: learn each weight's rounding
+            on the calibration images after calibration (:mod:`fqvit_kernels.nn.adaround`).
+        adaround_iters: AdaRound's Adam steps per layer (overrides ``adaround.iters``).
+        adaround: AdaRound's settings (:class:`~fqvit_kernels.nn.adaround.AdaRoundConfig`).
     """
     vit.eval()
     model = QuantVisionTransformer.from_float(vit, config)
-    batches = image_batches(calib_data)
-    device = next(vit.parameters()).device
-    model.to(device)
-    with releasing_after_each(model.modules()):
-        run_calibration(model, batches, lambda b: model(b.to(device)), progress=progress, desc="FQ-ViT calibration")
-    model.convert(keep_float_weights)
-    release_freed_memory()
-    return model.set_mode(mode)
+    model.to(next(vit.parameters()).device)
+    return model.calibration(calib_data, mode=mode, progress=progress, keep_float_weights=keep_float_weights,
+                             weight_rounding=weight_rounding, adaround_iters=adaround_iters, adaround=adaround)
 
 
 #: The architecture fields of a checkpoint and their types (arch_config's output).

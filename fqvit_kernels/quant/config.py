@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict
 
-__all__ = ["QuantConfig", "PRESETS", "get_config", "OBSERVERS", "INT_LAYERNORMS"]
+__all__ = ["QuantConfig", "PRESETS", "get_config", "OBSERVERS", "INT_LAYERNORMS", "MIN_WEIGHT_BITS"]
 
 #: Names of the activation observers (docs/fqvit.md §2.3).
 OBSERVERS = ("minmax", "ema", "percentile", "omse")
@@ -24,12 +24,18 @@ OBSERVERS = ("minmax", "ema", "percentile", "omse")
 INT_LAYERNORMS = ("fqvit", "exact")
 
 
+#: Narrowest weights supported (int4; the int8 kernels run any width up to 8).
+MIN_WEIGHT_BITS = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantConfig:
     """Bit widths and algorithm switches of a quantized ViT; defaults = FQ-ViT W8/A8/attn4.
 
     Attributes:
-        weight_bits: weight bits (only 8: int8 symmetric per output channel).
+        weight_bits: weight bits, 4 to 8: symmetric per output channel on the signed range
+            ``-2**(b-1) .. 2**(b-1) - 1`` (FQ-ViT's ``BitType(b, signed=True)``), stored in the int8
+            weight tensors and run on the same int8 kernels (only the range changes).
         act_bits: activation bits (only 8: uint8 asymmetric, stored as int8 = code - 128).
         attn_bits: bits of the attention map: LIS code width (4 or 8) when ``lis``, else the
             uniform softmax quantizer width (8).
@@ -64,8 +70,9 @@ class QuantConfig:
     omse_candidates: int = 90
 
     def __post_init__(self) -> None:
-        if self.weight_bits != 8:
-            raise ValueError(f"weight_bits={self.weight_bits}: only 8-bit weights are supported")
+        if not isinstance(self.weight_bits, int) or isinstance(self.weight_bits, bool) \
+                or not MIN_WEIGHT_BITS <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits={self.weight_bits!r}: weights take {MIN_WEIGHT_BITS} to 8 bits")
         if self.act_bits != 8:
             raise ValueError(f"act_bits={self.act_bits}: only 8-bit activations are supported")
         if self.observer not in OBSERVERS:
@@ -111,6 +118,7 @@ PRESETS: Dict[str, QuantConfig] = {
     "fqvit-8/8/8": QuantConfig(attn_bits=8, ptf=True, lis=False),
     "fqvit-8/8/8-lis8": QuantConfig(attn_bits=8, ptf=True, lis=True),
     "fqvit-8/8/4": QuantConfig(attn_bits=4, ptf=True, lis=True),
+    "fqvit-4/8/4": QuantConfig(weight_bits=4, attn_bits=4, ptf=True, lis=True),
     # int mode with the exact integer LayerNorm instead of FQ-ViT's 8-bit dyadic one (fake unchanged).
     "fqvit-8/8/8-exactln": QuantConfig(attn_bits=8, ptf=True, lis=False, int_layernorm="exact"),
     "fqvit-8/8/4-exactln": QuantConfig(attn_bits=4, ptf=True, lis=True, int_layernorm="exact"),

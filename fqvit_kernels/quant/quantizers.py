@@ -19,6 +19,8 @@ from .observers import fake_quant, symmetric_params
 
 __all__ = [
     "quantize_weight",
+    "weight_scale",
+    "weight_range",
     "fake_quantize",
     "quantize_codes",
     "log_int_softmax_float",
@@ -33,16 +35,29 @@ __all__ = [
 from ..contract import LIS_COEF, LIS_N, LIS_X0  # noqa: E402 (FQ-ViT's i-exp constants, re-exported)
 
 
-def quantize_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(int8 codes [N, K], float32 scale [N])``: symmetric per-output-channel MinMax.
+def weight_range(bits: int = 8) -> Tuple[int, int]:
+    """``(qmin, qmax)`` of ``bits``-bit signed weights: ``(-2**(bits-1), 2**(bits-1) - 1)``."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
-    ``s = max|w_n| / 127.5`` (at least float32 eps), ``q = clip(round(w / s), -128, 127)``; the
-    fake-quantized weight FQ-ViT uses is ``q * s``.
+
+def weight_scale(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Symmetric per-output-channel MinMax scale ``max|w_n| / ((qmax - qmin) / 2)`` (float32)."""
+    rows = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
+    qmin, qmax = weight_range(bits)
+    scale, _ = symmetric_params(rows.min(dim=1).values, rows.max(dim=1).values, qmin, qmax)
+    return scale
+
+
+def quantize_weight(weight: torch.Tensor, bits: int = 8) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(int8 codes [N, K], float32 scale [N])``: symmetric per-output-channel MinMax, round to nearest.
+
+    ``s = max|w_n| / ((qmax - qmin) / 2)`` (127.5 for 8 bits, 7.5 for 4; at least float32 eps),
+    ``q = clip(round(w / s), qmin, qmax)``; the fake-quantized weight FQ-ViT uses is ``q * s``.
     """
     w = weight.detach().to(torch.float32)
-    rows = w.reshape(w.shape[0], -1)
-    scale, _ = symmetric_params(rows.min(dim=1).values, rows.max(dim=1).values)
-    codes = torch.round(w / scale.reshape(-1, *([1] * (w.dim() - 1)))).clamp(-128, 127)
+    scale = weight_scale(w, bits)
+    qmin, qmax = weight_range(bits)
+    codes = torch.round(w / scale.reshape(-1, *([1] * (w.dim() - 1)))).clamp(qmin, qmax)
     return codes.to(torch.int8), scale
 
 
