@@ -46,6 +46,7 @@ REF, PAR, OBS, QNT = "fqvit_kernels/reference.py", "fqvit_kernels/params.py", "f
 DEPLOY = "tests/test_deployment.py"
 BLK, LAY, MOD, OPS = "fqvit_kernels/nn/block.py", "fqvit_kernels/nn/layers.py", "fqvit_kernels/nn/model.py", \
     "fqvit_kernels/ops.py"
+CNV = "fqvit_kernels/nn/convert.py"
 TAU, UNI = "triton_kernels/attention_uniform.py", "tests/ops/test_int_attention_uniform.py"
 TIM, TGE, TSM, TAT, TLN = ("triton_kernels/_intmath.py", "triton_kernels/gemm.py", "triton_kernels/softmax.py",
                            "triton_kernels/attention.py", "triton_kernels/layernorm.py")
@@ -122,7 +123,7 @@ MUTANTS: List[Mutant] = [
     M("N2", BLK, "        h = layernorm_int(self.norm2, x, ints.qact2_zp, ints.qact3_zp)",
       "        h = layernorm_int(self.norm2, x, ints.qact3_zp, ints.qact3_zp)", ["tests/test_quant_block.py"],
       "norm2 with the wrong input zero point"),
-    M("N3", BLK, "    lin.residual_multiplier.copy_(m_r)", "    lin.residual_multiplier.copy_(m_b)", ["tests/test_quant_block.py"],
+    M("N3", CNV, "    lin.residual_multiplier.copy_(m_r)", "    lin.residual_multiplier.copy_(m_b)", ["tests/test_quant_block.py"],
       "residual multiplier from the branch ratio"),
     M("N4", LAY, "        self.code_zero_point = int(self.zero_point.item())",
       "        self.code_zero_point = int(self.zero_point.item()) + 1", ["tests/test_quant_block.py"],
@@ -134,8 +135,8 @@ MUTANTS: List[Mutant] = [
       "        if False:", [DEPLOY], "dtype casts of a quantized model accepted"),
     M("N10", BLK, "        self._ints = self._compute_int_params() if self.calibrated and self.input_quantizer.is_calibrated else None",
       "        self._ints = None", [DEPLOY], "a block's int parameters read from its buffers inside the forward"),
-    M("N5", MOD, "        _convert_linear(self.head, self.qact2, float(self.act_out.scale), self.qact2.stored_zero_point)",
-      "        _convert_linear(self.head, self.qact2, float(self.qact2.scale), self.qact2.stored_zero_point)",
+    M("N5", CNV, "    convert_linear(model.head, model.qact2, float(model.act_out.scale), model.qact2.stored_zero_point)",
+      "    convert_linear(model.head, model.qact2, float(model.qact2.scale), model.qact2.stored_zero_point)",
       ["tests/test_quant_model.py"], "head requantized onto the wrong grid"),
     M("N11", OPS, "    if top * row_length > MAX_LIS_ROW_SUM:", "    if top * row_length > INT64_MAX:", [LIS],
       "LIS row sums accepted up to 2**63 - 1 (their float32 rounding overflows)"),
