@@ -70,6 +70,9 @@ DIGITS_SPLIT_SEED = 0
 #: FQ-ViT rows in int mode only (QuantConfig.int_layernorm).
 DEFAULT_SETTINGS = [("MinMax", "minmax-8/8/8"), ("FQ-ViT", "fqvit-8/8/8"), ("FQ-ViT", "fqvit-8/8/4"),
                     ("FQ-ViT, exact int LN", "fqvit-8/8/8-exactln"), ("FQ-ViT, exact int LN", "fqvit-8/8/4-exactln")]
+#: ``--extra adaround``: AdaRound against round-to-nearest at 8- and 4-bit weights.
+ADAROUND_SETTINGS = [("FQ-ViT + AdaRound", "fqvit-8/8/4", "adaround"), ("FQ-ViT", "fqvit-4/8/4"),
+                     ("FQ-ViT + AdaRound", "fqvit-4/8/4", "adaround")]
 EXTRA_SETTINGS = {"ema": ("EMA", "ema-8/8/8"), "percentile": ("Percentile", "percentile-8/8/8"),
                   "omse": ("OMSE", "omse-8/8/8"), "lis8": ("FQ-ViT (LIS 8-bit)", "fqvit-8/8/8-lis8")}
 
@@ -169,8 +172,11 @@ def _batches(x: torch.Tensor, size: int) -> List[torch.Tensor]:
 
 
 def evaluate(model, calib, test_batches, labels: Optional[torch.Tensor], settings, modes=("fake", "int"), device="cpu",
-             progress=False, block_images=None, group: Optional[Group] = None) -> List[Dict[str, object]]:
-    """FP32 and every ``(label, preset)`` of ``settings``: top-1 (%) per mode and int/fake agreement.
+             progress=False, block_images=None, group: Optional[Group] = None,
+             adaround_iters: Optional[int] = None) -> List[Dict[str, object]]:
+    """FP32 and every ``(label, preset)`` or ``(label, preset, weight_rounding)`` of ``settings``:
+    top-1 (%) per mode, int/fake agreement and the calibration time (``calib_seconds``: calibration,
+    AdaRound where asked, conversion; on rank 0 under torchrun).
 
     With ``block_images`` (an image tensor or a list of image batches), each row also gets
     ``block_agreement``: the mean over blocks of the percentage of block-output codes on which int
@@ -193,15 +199,26 @@ def evaluate(model, calib, test_batches, labels: Optional[torch.Tensor], setting
     correct, total = sum_counts(group, [correct, total])
     rows.append(dict(method="Full precision", preset="fp32", bits="32/32/32", top1=_percent(correct, total),
                      seconds=time.time() - t0))
-    for label, preset in settings:
+    for setting in settings:
+        label, preset, rounding = (*setting, "nearest")[:3]
         config = get_config(preset)
         t0 = time.time()
         qmodel = run_everywhere(group, f"calibration ({preset}, on rank 0)", lambda: quantize_model(
-            model, calib, config, mode="fake", progress=progress) if group.is_main else None)
+            model, calib, config, mode="fake", progress=progress, weight_rounding=rounding,
+            adaround_iters=adaround_iters) if group.is_main else None)
+        calib_seconds = time.time() - t0
+        kept = None
+        if rounding == "adaround":  # which rounding AdaRound's output guard kept (known on rank 0)
+            kept = gather_objects(group, qmodel.adaround_report.kept if group.is_main else None)[0]
         qmodel = run_everywhere(group, f"sharing the calibrated model ({preset})",
                                 lambda: broadcast_quantized(group, qmodel, model, "fake"))
         check_identical(group, qmodel, f"the calibrated {preset} model")
-        row = dict(method=label, preset=preset, bits=config.bits_label)
+        row = dict(method=label, preset=preset, bits=config.bits_label, weight_rounding=rounding,
+                   calib_seconds=calib_seconds)
+        if kept is not None:
+            row["weight_rounding_kept"] = kept
+            if kept != rounding:
+                row["method"] = f"{label} (kept nearest)"
         wanted = [m for m in modes if not (m == "int" and config.lis and config.attn_bits != 4)]  # no 8-bit LIS kernel
         row.update(_setting_counts(group, qmodel, wanted, test_batches, labels, device, block_images))
         row["seconds"] = time.time() - t0
@@ -248,12 +265,12 @@ def _setting_counts(group: Group, qmodel, modes, test_batches, labels, device, b
 
 def format_table(rows, title: str) -> str:
     """The paper's layout: one line per method and mode, W/A/Attn bits, top-1, int/fake agreement."""
-    lines = [title, f"| {'Method':<34} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake top-1 (%)':>18} "
-                    f"| {'int/fake block codes (%)':>24} |",
-             f"|{'-' * 36}|{'-' * 10}|{'-' * 11}|{'-' * 20}|{'-' * 26}|"]
+    lines = [title, f"| {'Method':<40} | {'W/A/Attn':>8} | {'Top-1 (%)':>9} | {'int/fake top-1 (%)':>18} "
+                    f"| {'int/fake block codes (%)':>24} | {'calib (s)':>9} |",
+             f"|{'-' * 42}|{'-' * 10}|{'-' * 11}|{'-' * 20}|{'-' * 26}|{'-' * 11}|"]
     for row in rows:
         if row["preset"] == "fp32":
-            lines.append(f"| {row['method']:<34} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} | {'':>24} |")
+            lines.append(f"| {row['method']:<40} | {row['bits']:>8} | {row['top1']:>9.2f} | {'':>18} | {'':>24} | {'':>9} |")
             continue
         for mode in ("fake", "int"):
             key = f"top1_{mode}"
@@ -262,16 +279,20 @@ def format_table(rows, title: str) -> str:
             agree = f"{row['agreement']:.2f}" if mode == "int" and "agreement" in row else ""
             block = f"{row['block_agreement']:.3f}" if mode == "int" and "block_agreement" in row else ""
             name = f"{row['method']} ({mode})"
-            lines.append(f"| {name:<34} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} | {block:>24} |")
+            calib = f"{row['calib_seconds']:.1f}" if mode == "fake" and "calib_seconds" in row else ""
+            lines.append(f"| {name:<40} | {row['bits']:>8} | {row[key]:>9.2f} | {agree:>18} | {block:>24} | {calib:>9} |")
     return "\n".join(lines)
 
 
 def _settings(extra: Sequence[str]):
     settings = list(DEFAULT_SETTINGS)
-    for i, name in enumerate(extra):
+    for i, name in enumerate(n for n in extra if n != "adaround"):
         if name not in EXTRA_SETTINGS:
-            raise SystemExit(f"unknown --extra {name!r}; choose from {sorted(EXTRA_SETTINGS)}")
+            raise SystemExit(f"unknown --extra {name!r}; choose from {sorted(EXTRA_SETTINGS) + ['adaround']}")
         settings.insert(1 + i, EXTRA_SETTINGS[name])
+    if "adaround" in extra:  # right after the 8/8/4 row they compare with
+        at = settings.index(("FQ-ViT", "fqvit-8/8/4")) + 1
+        settings[at:at] = ADAROUND_SETTINGS
     return settings
 
 
@@ -287,7 +308,7 @@ def run_digits(args) -> Dict[str, object]:
     t0 = time.time()
     rows = evaluate(model, calib, mine, None, _settings(args.extra), modes=args.modes,
                     progress=not args.quiet and group.is_main, block_images=[images for images, _ in mine],
-                    group=group)
+                    group=group, adaround_iters=args.adaround_iters)
     arch = spec.arch
     title = (f"Digits ViT {args.digits_model} ({arch['depth']} blocks x {arch['embed_dim']}, sklearn load_digits, "
              f"{len(y_test)} test images, {args.calib_batches}x{args.calib_batch_size} calibration images)")
@@ -347,7 +368,8 @@ def run_imagenet(args) -> Dict[str, object]:
     # Block agreement on the first validation batch (global batch 0, which is rank 0's).
     first = [next(iter(loader))[0]] if group.is_main and len(loader) else []
     rows = evaluate(model, calib, loader, None, _settings(args.extra), modes=args.modes, device=device,
-                    progress=not args.quiet and group.is_main, block_images=first, group=group)
+                    progress=not args.quiet and group.is_main, block_images=first, group=group,
+                    adaround_iters=args.adaround_iters)
     skipped = sorted(set(error for rank_errors in gather_objects(group, list(loader.skipped)) for error in rank_errors))
     scored = len(loader.dataset) - len(skipped)
     title = f"{args.model} on ImageNet val ({scored} images)"
@@ -387,7 +409,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
                         help="stop at the first unreadable image (default: skip it and report it in the summary)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", default=["fake", "int"], choices=["fake", "int"])
-    parser.add_argument("--extra", nargs="*", default=[], help=f"more baselines: {sorted(EXTRA_SETTINGS)}")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help=f"more rows: {sorted(EXTRA_SETTINGS)}, or adaround (AdaRound vs nearest at W8 and W4)")
+    parser.add_argument("--adaround-iters", type=int, default=None,
+                        help="AdaRound's Adam steps per layer (default: AdaRoundConfig.iters)")
     parser.add_argument("--digits-model", choices=sorted(DIGITS_MODELS), default="a",
                         help="which shipped digits ViT: a (4 blocks x 96) or b (6 blocks x 64, another seed)")
     parser.add_argument("--checkpoint", help="digits checkpoint (default: the shipped one of --digits-model)")

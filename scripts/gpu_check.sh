@@ -30,8 +30,8 @@ print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
       torch.cuda.get_device_capability(0) if torch.cuda.is_available() else '')
 "
 step build 300 pip install --no-build-isolation --no-deps -e .
-step gpu_tests 420 python -m pytest -q -rs tests/test_triton_interpreter.py tests/test_triton_fast_paths.py
-step other_tests 420 python -m pytest -q tests --ignore=tests/test_triton_interpreter.py --ignore=tests/test_triton_fast_paths.py
+step gpu_tests 420 python -m pytest -q -rs -m interpreter tests
+step other_tests 420 python -m pytest -q -m "not interpreter" tests
 
 step compile_all_configs 600 python -m triton_kernels.compile_check --all-configs
 step ptx 120 python -c "

@@ -120,10 +120,13 @@ def test_adaround_model_int_equals_fake_and_survives_save_load(gen, tmp_path):
     nearest = quantize_model(vit, calib, "fqvit-4/8/4", mode="fake", progress=False)
     q = quantize_model(vit, calib, "fqvit-4/8/4", mode="int", progress=False, weight_rounding="adaround",
                        adaround=AdaRoundConfig(iters=40, rows=512, batch_rows=256))
-    assert set(q.adaround_report) == set(q.get_quantized_layers())
+    result = q.adaround_report
+    assert set(result.layers) == set(q.get_quantized_layers())
     changed = sum(int((a.linear.weight_int8 != b.linear.weight_int8).sum())
                   for a, b in zip(q.get_quantized_layers().values(), nearest.get_quantized_layers().values()))
-    assert changed > 0
+    # The guard keeps whichever rounding brings the output closer to the float model's.
+    assert result.kept == ("adaround" if result.output_error_adaround <= result.output_error_nearest else "nearest")
+    assert (changed > 0) == (result.kept == "adaround")
     # Activation scales do not depend on the rounding (FQ-ViT calibrates them in float mode).
     assert torch.equal(q.blocks[1].qact4.scale, nearest.blocks[1].qact4.scale)
     x = _images(gen, 24)
@@ -148,3 +151,26 @@ def test_bad_rounding_arguments(gen):
         lin.set_weight_codes(torch.zeros(4, 7))
     with pytest.raises(ValueError, match="integers"):
         lin.set_weight_codes(torch.full((4, 8), 0.5))
+
+
+def test_adaround_guard_restores_nearest_when_the_output_gets_worse(gen, monkeypatch):
+    """A layer step that rounds every weight the wrong way moves the output away from the float
+    model's: the guard must put the round-to-nearest codes back."""
+    import fqvit_kernels.nn.adaround as adaround
+
+    def wrong_way(lin, x_quant, x_float, config, generator):
+        w = lin.weight / lin.weight_scale[:, None]
+        lo, hi = -2 ** (lin.weight_bits - 1), 2 ** (lin.weight_bits - 1) - 1
+        nearest = torch.round(w)
+        lin.set_weight_codes(torch.where(nearest > w, nearest - 1, nearest + 1).clamp(lo, hi))
+        return dict(nearest_error=0.0, adaround_error=0.0, changed=1.0)
+
+    monkeypatch.setattr(adaround, "adaround_layer", wrong_way)
+    vit = _vit(gen)
+    calib = [_images(gen, 8)]
+    nearest = quantize_model(vit, calib, "fqvit-4/8/4", mode="fake", progress=False)
+    q = quantize_model(vit, calib, "fqvit-4/8/4", mode="fake", progress=False, weight_rounding="adaround")
+    assert q.adaround_report.kept == "nearest"
+    assert q.adaround_report.output_error_adaround > q.adaround_report.output_error_nearest
+    for a, b in zip(q.get_quantized_layers().values(), nearest.get_quantized_layers().values()):
+        assert torch.equal(a.linear.weight_int8, b.linear.weight_int8)

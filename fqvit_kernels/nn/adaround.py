@@ -20,13 +20,15 @@ layer with float weight ``W``, per-row scale ``s`` and float bias ``b``:
   unchanged (only ``weight_int8`` differs from round-to-nearest).
 
 Activation quantizers are calibrated in float mode first (as in FQ-ViT), so AdaRound changes
-weights only. Deterministic under ``seed`` (token sampling and minibatch order).
+weights only. Deterministic under ``seed`` (token sampling and minibatch order). Because every
+layer is fitted on its own, :func:`adaround_model` finally checks the whole model's output on the
+calibration images against the float model's and keeps round-to-nearest if that is closer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ from torch import nn
 from ..quant.quantizers import weight_range
 from .layers import QuantLinear, set_mode
 
-__all__ = ["AdaRoundConfig", "adaround_layer", "adaround_model", "WEIGHT_ROUNDINGS"]
+__all__ = ["AdaRoundConfig", "AdaRoundResult", "adaround_layer", "adaround_model", "WEIGHT_ROUNDINGS"]
 
 #: ``quantize_model(weight_rounding=...)``: round to nearest (FQ-ViT) or learned (AdaRound).
 WEIGHT_ROUNDINGS = ("nearest", "adaround")
@@ -168,15 +170,46 @@ def _layer_inputs(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor
     return torch.cat(rows)
 
 
+class AdaRoundResult(NamedTuple):
+    """What :func:`adaround_model` did: per layer :func:`adaround_layer`'s report, the model output's
+    mean squared error against the float model on the calibration images with round-to-nearest and
+    with the learned rounding, and which rounding the model kept (``"adaround"`` or ``"nearest"``)."""
+
+    layers: Dict[str, Dict[str, float]]
+    output_error_nearest: float
+    output_error_adaround: float
+    kept: str
+
+
+def _output_error(model: nn.Module, batches: List[torch.Tensor], forward, reference: List[torch.Tensor]) -> float:
+    set_mode(model, "fake")
+    total, count = 0.0, 0
+    for batch, ref in zip(batches, reference):
+        out = forward(batch).float()
+        total += float((out - ref).pow(2).sum())
+        count += out.numel()
+    return total / max(1, count)
+
+
 @torch.no_grad()
 def adaround_model(model: nn.Module, batches: List[torch.Tensor], forward, config: AdaRoundConfig = AdaRoundConfig(),
-                   progress: bool = False) -> Dict[str, Dict[str, float]]:
+                   progress: bool = False) -> AdaRoundResult:
     """AdaRound every layer of ``model.get_quantized_layers()`` in order, on ``batches`` run through
     ``forward(batch)``; the model must be calibrated and still hold its float weights. Leaves the
-    model in float mode; convert it afterwards. Returns per layer :func:`adaround_layer`'s report."""
+    model in float mode; convert it afterwards.
+
+    Layer-wise reconstruction does not see the model's output; as a guard (no labels needed), the
+    fake-quantized model's output on the calibration images is compared with the float model's
+    before and after, and the round-to-nearest codes are restored if AdaRound moved the output
+    further from the float model's (:attr:`AdaRoundResult.kept` says which).
+    """
     from tqdm.auto import tqdm
 
     layers = model.get_quantized_layers()
+    nearest_codes = {name: layer.linear.weight_int8.clone() for name, layer in layers.items()}
+    set_mode(model, "float")
+    reference = [forward(batch).float() for batch in batches]
+    error_nearest = _output_error(model, batches, forward, reference)
     gen = torch.Generator().manual_seed(config.seed)
     report: Dict[str, Dict[str, float]] = {}
     bar = tqdm(layers.items(), desc="AdaRound", disable=not progress, total=len(layers))
@@ -195,8 +228,14 @@ def adaround_model(model: nn.Module, batches: List[torch.Tensor], forward, confi
         x_quant = _layer_inputs(model, lin, batches, forward, "fake", picks)
         report[name] = adaround_layer(lin, x_quant, x_float, config, gen)
         bar.set_postfix(layer=name, err=f"{report[name]['nearest_error']:.3g}->{report[name]['adaround_error']:.3g}")
+    error_adaround = _output_error(model, batches, forward, reference)
+    kept = "adaround"
+    if error_adaround > error_nearest:
+        for name, layer in layers.items():
+            layer.linear.set_weight_codes(nearest_codes[name])
+        kept = "nearest"
     set_mode(model, "float")
-    return report
+    return AdaRoundResult(report, error_nearest, error_adaround, kept)
 
 
 def _row_counts(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward) -> List[int]:
