@@ -144,15 +144,10 @@ class _Captured(Exception):
     """Stops a forward pass once the hooked layer's input has been recorded."""
 
 
-def _layer_inputs(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward, mode: str,
-                  picks: List[torch.Tensor]) -> torch.Tensor:
-    """``lin``'s input rows ``picks[i]`` (token-row indices) of every batch, with ``model`` in ``mode``;
-    each forward stops at ``lin``."""
-    rows: List[torch.Tensor] = []
-
+def _each_input(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward, mode: str, record) -> None:
+    """``record(x)`` with ``lin``'s input on every batch, ``model`` in ``mode``; each forward stops at ``lin``."""
     def hook(module, args):
-        x = args[0].detach()
-        rows.append(x.reshape(-1, x.shape[-1])[picks[len(rows)]].float().cpu())
+        record(args[0].detach())
         raise _Captured
 
     handle = lin.register_forward_pre_hook(hook)
@@ -165,6 +160,21 @@ def _layer_inputs(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor
                 pass
     finally:
         handle.remove()
+
+
+def _row_counts(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward) -> List[int]:
+    """Token rows that reach ``lin`` per batch."""
+    counts: List[int] = []
+    _each_input(model, lin, batches, forward, "float", lambda x: counts.append(x.numel() // x.shape[-1]))
+    return counts
+
+
+def _layer_inputs(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward, mode: str,
+                  picks: List[torch.Tensor]) -> torch.Tensor:
+    """``lin``'s input rows ``picks[i]`` (token-row indices) of every batch, with ``model`` in ``mode``."""
+    rows: List[torch.Tensor] = []
+    _each_input(model, lin, batches, forward, mode,
+                lambda x: rows.append(x.reshape(-1, x.shape[-1])[picks[len(rows)]].float().cpu()))
     if len(rows) != len(batches):
         raise RuntimeError("AdaRound: the layer did not run on every calibration batch")
     return torch.cat(rows)
@@ -237,23 +247,3 @@ def adaround_model(model: nn.Module, batches: List[torch.Tensor], forward, confi
     set_mode(model, "float")
     return AdaRoundResult(report, error_nearest, error_adaround, kept)
 
-
-def _row_counts(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor], forward) -> List[int]:
-    """Token rows that reach ``lin`` per batch (one float forward per batch, stopped at ``lin``)."""
-    counts: List[int] = []
-
-    def hook(module, args):
-        counts.append(args[0].numel() // args[0].shape[-1])
-        raise _Captured
-
-    handle = lin.register_forward_pre_hook(hook)
-    set_mode(model, "float")
-    try:
-        for batch in batches:
-            try:
-                forward(batch)
-            except _Captured:
-                pass
-    finally:
-        handle.remove()
-    return counts
