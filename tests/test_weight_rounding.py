@@ -174,3 +174,15 @@ def test_adaround_guard_restores_nearest_when_the_output_gets_worse(gen, monkeyp
     assert q.adaround_report.output_error_adaround > q.adaround_report.output_error_nearest
     for a, b in zip(q.get_quantized_layers().values(), nearest.get_quantized_layers().values()):
         assert torch.equal(a.linear.weight_int8, b.linear.weight_int8)
+
+
+@pytest.mark.gpu
+def test_adaround_on_cuda_matches_its_fake_mode(gen):
+    """The GPU path: inputs, rows and the optimization stay on the model's device."""
+    vit = _vit(gen).cuda()
+    calib = [_images(gen, 8).cuda() for _ in range(2)]
+    q = quantize_model(vit, calib, "fqvit-4/8/4", mode="int", progress=False, weight_rounding="adaround",
+                       adaround=AdaRoundConfig(iters=40, rows=512, batch_rows=256))
+    assert q.head.weight_int8.is_cuda
+    for i, row in enumerate(model_block_agreement(q, _images(gen, 16).cuda(), stages=True)):
+        assert row["block"] >= 99.9 and min(v for k, v in row.items() if k != "block") >= 99.95, f"block {i}: {row}"

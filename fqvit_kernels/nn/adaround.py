@@ -106,8 +106,8 @@ def adaround_layer(lin: QuantLinear, x_quant: torch.Tensor, x_float: torch.Tenso
     rest = (w / scale - floor).clamp(0.0, 1.0)
     # h(V) = rest at the start: sigmoid(V) = (rest - gamma) / (zeta - gamma), strictly inside (0, 1).
     v = torch.logit((rest - _GAMMA) / (_ZETA - _GAMMA)).detach().requires_grad_(True)
-    x_quant = x_quant.detach().float()
-    x_float = x_float.detach().float()
+    x_quant = x_quant.detach().float().to(w.device)  # the rows stay on the layer's device (GPU-ready)
+    x_float = x_float.detach().float().to(w.device)
     with torch.no_grad():
         target = F.linear(x_float, w, bias)
 
@@ -123,7 +123,8 @@ def adaround_layer(lin: QuantLinear, x_quant: torch.Tensor, x_float: torch.Tenso
     beta_start, beta_end = config.beta
     with torch.enable_grad():
         for it in range(config.iters):
-            idx = torch.randint(rows, (min(config.batch_rows, rows),), generator=gen)
+            # Drawn on the CPU generator (the same minibatches on every device), used where the rows live.
+            idx = torch.randint(rows, (min(config.batch_rows, rows),), generator=gen).to(x_quant.device)
             h = _rectified_sigmoid(v)
             w_soft = (floor + h).clamp(qmin, qmax) * scale
             loss = (F.linear(x_quant[idx], w_soft, bias) - target[idx]).pow(2).sum(-1).mean()
@@ -174,7 +175,7 @@ def _layer_inputs(model: nn.Module, lin: QuantLinear, batches: List[torch.Tensor
     """``lin``'s input rows ``picks[i]`` (token-row indices) of every batch, with ``model`` in ``mode``."""
     rows: List[torch.Tensor] = []
     _each_input(model, lin, batches, forward, mode,
-                lambda x: rows.append(x.reshape(-1, x.shape[-1])[picks[len(rows)]].float().cpu()))
+                lambda x: rows.append(x.reshape(-1, x.shape[-1])[picks[len(rows)].to(x.device)].float()))
     if len(rows) != len(batches):
         raise RuntimeError("AdaRound: the layer did not run on every calibration batch")
     return torch.cat(rows)
