@@ -163,23 +163,20 @@ def sum_counts(group: Group, counts: Sequence[int]) -> List[int]:
 
 
 def state_checksum(model: torch.nn.Module) -> str:
-    """SHA-256 over every tensor of ``model``'s state dict (names, dtypes, shapes and bytes)."""
+    """SHA-256 over every tensor of ``model``'s state dict (names, dtypes, sizes and bytes)."""
+    from .nn.model import hash_tensors
+
     h = hashlib.sha256()
-    for key, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    hash_tensors(h, model.state_dict())
     return h.hexdigest()
 
 
-def check_identical(group: Group, model: torch.nn.Module, what: str = "the quantized model") -> str:
+def check_identical(group: Group, model: torch.nn.Module, what: str = "the quantized model") -> Optional[str]:
     """Compare :func:`state_checksum` across ranks; :class:`DistributedEvalError` naming the ranks
-    that differ from rank 0. Returns the checksum."""
-    mine = state_checksum(model)
+    that differ from rank 0. Returns the checksum (``None`` in a single process)."""
     if not group.distributed:
-        return mine
+        return None  # one process: nothing to compare (and no need to hash a large model)
+    mine = state_checksum(model)
     sums: List[Optional[str]] = [None] * group.world_size
     dist.all_gather_object(sums, mine)
     differ = [rank for rank, s in enumerate(sums) if s != sums[0]]

@@ -297,13 +297,19 @@ def _digest(payload: Dict[str, object], state: Dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     meta = {k: payload.get(k) for k in ("format", "format_version", "package_version", "arch", "config")}
     h.update(json.dumps(meta, sort_keys=True, default=repr).encode())
+    hash_tensors(h, state)
+    return h.hexdigest()
+
+
+def hash_tensors(h, state: Dict[str, torch.Tensor]) -> None:
+    """Feed every tensor of ``state`` into the hash ``h``, by sorted name: name, dtype, element
+    count and bytes (the checkpoint checksum and the cross-rank check of fqvit_kernels.distributed)."""
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous().reshape(-1)
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def save_quantized(model: QuantVisionTransformer, path) -> None:
