@@ -427,11 +427,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     if args.dist_timeout <= 0:
         raise SystemExit(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
     args.group, args.device = init_from_env(args.device, args.dist_timeout)
-    try:
+    if not args.group.distributed:
         return _run(args)
+    try:
+        result = _run(args)
+        # Every rank reaches here before any tears the group down: a gloo group destroyed while a
+        # peer still used its connections aborted rank 0 at exit ("terminate called without an
+        # active exception", seen once in CI).
+        torch.distributed.barrier()
+        return result
     finally:
-        if args.group.distributed:
-            torch.distributed.destroy_process_group()
+        torch.distributed.destroy_process_group()
 
 
 def _run(args) -> Dict[str, object]:
