@@ -8,6 +8,12 @@ checks off) give defined results.
 import triton
 import triton.language as tl
 
+from ._common import interpreting
+
+# On a GPU, small-table gathers go through inline PTX (see gather_i32); the interpreter cannot run
+# PTX, so it keeps tl.load (the same values: both read one int32 per pointer).
+_PTX_GATHER = tl.constexpr(not interpreting())
+
 
 @triton.jit
 def round_shift(value, shift):
@@ -110,3 +116,21 @@ def float32_code(value, shift, zero_point):
 def requantize_float32(acc, multiplier, shift, zero_point):
     """reference.requantize_float32: :func:`float32_code` of ``acc * multiplier`` (int64 ``acc``)."""
     return float32_code(acc * multiplier, shift, zero_point)
+
+
+@triton.jit
+def gather_i32(pointers):
+    """``tl.load(pointers)`` for a gather from a small read-only table (every pointer valid).
+
+    Triton's coalescing pass gives every ``tl.load`` a blocked layout; a gather indexed by an MMA
+    accumulator then moves each 64-bit pointer from the accumulator layout through shared memory
+    and back (about ten instructions per element). A load written as inline PTX is elementwise in
+    whatever layout its operand has, so it stays in the accumulator's registers: one ``ld.global.nc``
+    per element, served by the read-only cache.
+    """
+    if _PTX_GATHER:
+        return tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l", [pointers],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return tl.load(pointers)
+

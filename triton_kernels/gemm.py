@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._intmath import float32_code, float32_code_emulated, round_shift
+from ._intmath import float32_code, float32_code_emulated, gather_i32, round_shift
 from fqvit_kernels import checks, contract
 
 from ._common import configs, device_guard, fast_paths_allowed, interpreting
@@ -46,8 +46,9 @@ _GELU_STEP_SHIFT = tl.constexpr(contract.GELU_STEP_SHIFT)
 
 # Hopper: BLOCK_M a multiple of 64 and num_warps a multiple of 4 (one warpgroup per 64 rows) let
 # Triton lower tl.dot to wgmma with s8 operands. Candidates per epilogue, each compiled for sm_90
-# without a register spill (``python -m triton_kernels.compile_check --report``; a test checks it):
-# the GELU epilogue's table gather holds a 64-bit pointer per output, so it gets narrower tiles.
+# without a register spill under Triton 3.8 and 3.6 (``python -m triton_kernels.compile_check
+# --report``; a test checks it). The GELU epilogue's table gather is inline PTX (gather_i32), so it
+# takes wide tiles too; 128x256x64 spills there (32 B with Triton 3.8).
 def _config(bm, bn, bk, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=warps,
                          num_stages=stages)
@@ -58,7 +59,8 @@ _WIDE_TILES = [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config
 _EPILOGUE_CONFIGS = {
     EPILOGUE_INT32: _WIDE_TILES,
     EPILOGUE_PLAIN: _WIDE_TILES,
-    EPILOGUE_GELU: [_config(64, 128, 128, 8, 3), _config(64, 64, 128, 4, 4)],
+    EPILOGUE_GELU: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
+                    _config(64, 128, 128, 8, 3)],
     EPILOGUE_RESIDUAL: [_config(64, 128, 128, 4, 3), _config(64, 256, 128, 8, 3), _config(128, 128, 128, 8, 3),
                         _config(64, 128, 128, 8, 3)],
 }
@@ -161,7 +163,7 @@ def _gemm_kernel(
             # Below 0 and past the table every t has the same code: clamping keeps it int32.
             tc = tl.minimum(tl.maximum(t, -1), table_length << cell_bits).to(tl.int32)
             cell = tl.minimum(tl.maximum(tc, 0) >> cell_bits, table_length - 1)
-            entry = tl.load(table_ptr + cell)  # cell is clamped into the table: no mask
+            entry = gather_i32(table_ptr + cell)  # cell is clamped into the table: no mask
             below = (entry << 24) >> 24  # the int8 in bits 0..7, sign-extended
             direction = ((entry >> _GELU_DIRECTION_SHIFT) & 3) - 1
             out = (below + tl.where(tc - (cell << cell_bits) >= (entry >> _GELU_STEP_SHIFT), direction, 0)).to(tl.int8)
