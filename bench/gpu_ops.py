@@ -79,11 +79,26 @@ def linear_rows(ctx: Context, dev: str) -> List[Row]:
                 if peak:
                     ours.note = f"{ops / (ours.median_ms * 1e-3) / 1e12 / peak * 100:.0f} % of the {peak} TOP/s int8 peak"
                 rows.append(ours)
+                rows.extend(_gluon_row(ctx, kernel, shape, case, out, epilogue, ops))
                 xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
                 rows.append(_row("linear", kernel, shape, "cuBLAS bf16", ctx, lambda: F.linear(xb, wb), None, ops, "op"))
                 rows.extend(_int_mm_row(ctx, kernel, shape, case, ops))
                 rows.extend(_fp8_row(ctx, kernel, shape, x, w, ops))
     return rows
+
+
+def _gluon_row(ctx, kernel, shape, case, triton_out, epilogue, ops) -> List[Row]:
+    """The same op on the Gluon kernel (triton_kernels/gluon_gemm.py), where it applies; its output
+    must equal the Triton kernel's (bit-exact) before it is timed."""
+    from triton_kernels import gemm, gluon_gemm, variants
+
+    x, w = case.args[0], case.args[1]
+    residual = case.args[8] if len(case.args) > 8 else None
+    if gluon_gemm.unsupported_reason(x, w, residual) is not None or not gemm.fast_epilogue(case.args[4]):
+        return []
+    with variants.force("gluon"):
+        _check(f"{kernel} gluon", case.run(), triton_out)
+        return [_row("linear", kernel, shape, f"fqvit int8 +{epilogue} gluon", ctx, case.run, "cuBLAS bf16", ops, "op")]
 
 
 def _int8_peak_tops():

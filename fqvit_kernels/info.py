@@ -46,6 +46,7 @@ def report() -> List[str]:
     lines.append("Triton fast paths: " + ("off (FQVIT_TRITON_FALLBACK set: general int64 paths)" if fallback else
                                           "on where their preconditions hold (FQVIT_TRITON_FALLBACK=1 turns them off; "
                                           "docs/gpu.md)"))
+    lines.append("GPU int8_linear variant: " + _gluon_status(cuda))
     error = backends.cpu_extension_error()
     lines.append("C++ extension fqvit_kernels._C: " + ("loaded" if error is None else f"not loaded: {error}"))
     width = max(len(name) for name in ops.OP_NAMES)
@@ -54,6 +55,20 @@ def report() -> List[str]:
     for name in ops.OP_NAMES:
         lines.append(f"{name:<{width}}  {backends.BACKEND[name]['cpu']:<10} {backends.BACKEND[name]['cuda']}")
     return lines
+
+
+def _gluon_status(cuda: bool) -> str:
+    """Which int8_linear kernel a CUDA call gets here (triton_kernels/variants.py)."""
+    try:
+        from triton_kernels import gluon_gemm, variants
+    except ImportError:
+        return "Triton (triton_kernels not importable)"
+    if not gluon_gemm.HAVE_GLUON:
+        return "Triton (this Triton has no Gluon)"
+    if not cuda:
+        return "Triton; the Gluon kernel needs an sm_90 GPU (FQVIT_GLUON=1 selects it there)"
+    choice = variants.selected("int8_linear", torch.device("cuda"))
+    return f"{choice} (FQVIT_GLUON=0/1 forces one; Gluon applies on sm_90 to TMA-ready operands)"
 
 
 def main() -> int:

@@ -88,12 +88,13 @@ PY
 
 # Side-by-side timings on this card (median ms, triton.testing.do_bench): each Triton op with its
 # int32 fast paths and forced onto the general int64 paths (what FQVIT_TRITON_FALLBACK=1 selects),
+# the Gluon int8_linear (FQVIT_GLUON=1; checked bit-identical first, the winner per linear printed),
 # next to the float baselines. A quick look; the real benchmark is bench/run.py.
 step timing 300 python - <<'PY'
 import torch, triton
 import torch.nn.functional as F
 from fqvit_kernels import testing
-from triton_kernels import attention, attention_uniform, gemm, layernorm
+from triton_kernels import attention, attention_uniform, gemm, gluon_gemm, layernorm, variants
 from triton_kernels._common import force_paths
 
 bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100)
@@ -124,6 +125,17 @@ for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "resid
     print(f"linear {name:5s} M=12608 N={n} K={k} {epi:8s}: int8_linear fast {t_fast:.4f} ms ({tops:.0f} TOP/s), "
           f"general {t_general:.4f} ({t_general / t_fast:.2f}x), bf16 {t_bf16:.4f} ({t_bf16 / t_fast:.2f}x), "
           f"_int_mm {t_intmm:.4f} ({t_intmm / t_fast:.2f}x)")
+    reason = gluon_gemm.unsupported_reason(x, w, case.args[8] if len(case.args) > 8 else None)
+    if reason is None:
+        expected = gemm.int8_linear(*case.args)
+        with variants.force("gluon"):
+            same = torch.equal(gemm.int8_linear(*case.args), expected)
+            t_gluon = bench(lambda: gemm.int8_linear(*case.args))
+        winner = "gluon" if same and t_gluon < t_fast else "triton"
+        print(f"  gluon {t_gluon:.4f} ms ({2 * 12608 * n * k / t_gluon / 1e9:.0f} TOP/s, {t_fast / t_gluon:.2f}x triton, "
+              f"{t_bf16 / t_gluon:.2f}x bf16), bit-identical to triton: {same}; winner {name}: {winner}")
+    else:
+        print(f"  gluon not run: {reason}")
 for n_tok in (197, 577):
     case = testing.attention_case(64, 12, n_tok, 64, gen).to("cuda")
     qb = torch.randn(64, 12, n_tok, 64, device="cuda", dtype=torch.bfloat16)

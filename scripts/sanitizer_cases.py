@@ -2,7 +2,8 @@
 
 Each launcher runs once on CUDA tensors with ragged shapes (tails in every tiled dimension) and
 its output is compared with the CPU reference. Exit status 0 when every kernel matched.
-Run with ``FQVIT_TRITON_SINGLE_CONFIG=1`` under the sanitizer so no autotuning happens there.
+Run with ``FQVIT_TRITON_SINGLE_CONFIG=1`` under the sanitizer so no autotuning happens there (the
+Gluon GEMM honours it too).
 """
 
 import sys
@@ -10,7 +11,13 @@ import sys
 import torch
 
 from fqvit_kernels import reference as ref, testing
-from triton_kernels import attention, attention_uniform, attn_v, gemm, layernorm, softmax
+from triton_kernels import attention, attention_uniform, attn_v, gemm, layernorm, softmax, variants
+
+
+def _gluon_linear(*args):
+    """int8_linear with the Gluon kernel selected (sm_90; elsewhere the Triton kernel runs)."""
+    with variants.force("gluon"):
+        return gemm.int8_linear(*args)
 
 
 def _cases(gen):
@@ -23,6 +30,10 @@ def _cases(gen):
         ("int8_linear gelu", gemm.int8_linear, testing.linear_case(7, 70, 13, gen, "gelu")),
         ("int8_linear steps", gemm.int8_linear, testing.linear_case(9, 70, 13, gen, "steps")),
         ("int8_linear residual", gemm.int8_linear, testing.linear_case(65, 130, 72, gen, "residual")),
+        # The Gluon kernel: N and K multiples of 16 (TMA), every tile dimension ragged.
+        ("gluon int8_linear plain", _gluon_linear, testing.linear_case(65, 144, 48, gen)),
+        ("gluon int8_linear gelu", _gluon_linear, testing.linear_case(7, 160, 208, gen, "gelu")),
+        ("gluon int8_linear residual", _gluon_linear, testing.linear_case(130, 272, 80, gen, "residual")),
         ("ptf_layernorm", layernorm.ptf_layernorm, testing.layernorm_case(37, 200, gen)),
         ("ptf_layernorm_dyadic", layernorm.ptf_layernorm_dyadic, testing.layernorm_dyadic_case(37, 200, gen)),
         ("log_int_softmax", softmax.log_int_softmax, codes_case),

@@ -63,7 +63,29 @@ def _backends() -> List[Backend]:
         found.append(Backend("triton-fallback", triton_device, lambda op: _forced_general(kernels.get(op))))
     if torch.cuda.is_available():
         found.append(Backend("dispatch-cuda", "cuda", lambda op: getattr(torch.ops.fqvit, op)))
+        from triton_kernels import gluon_gemm
+
+        if gluon_gemm.HAVE_GLUON and torch.cuda.get_device_capability() == (9, 0):
+            found.append(Backend("gluon", "cuda", lambda op: _gluon_linear if op == "int8_linear" else None))
     return found
+
+
+def _gluon_linear(x, weight, bias, multiplier, shift, output_zero_point, *rest):
+    """int8_linear on the Gluon kernel itself, never silently on the Triton one: a call it cannot
+    take is skipped with the reason."""
+    from triton_kernels import gemm, gluon_gemm
+
+    reason = gluon_gemm.unsupported_reason(x, weight, rest[2] if len(rest) > 2 else None)
+    if reason is None and not gemm.fast_epilogue(shift):
+        reason = "a shift below 33 (the Gluon kernel has only the int32 epilogue)"
+    if reason is not None:
+        pytest.skip(f"gluon: {reason}")
+    gelu_table = rest[0] if rest else None
+    residual = rest[2] if len(rest) > 2 else None
+    epilogue = gemm.EPILOGUE_GELU if gelu_table is not None else (
+        gemm.EPILOGUE_RESIDUAL if residual is not None else gemm.EPILOGUE_PLAIN)
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.int8, device=x.device)
+    return gluon_gemm.launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, *rest)
 
 
 def _forced_general(kernel):
@@ -89,11 +111,12 @@ def backend_params(names=None, exclude=()) -> list:
     with ids; the Triton legs carry the ``interpreter`` marker (``pytest -m interpreter`` selects
     every Triton test)."""
     unknown = set(names or ()) | set(exclude)
-    unknown -= {"reference", "dispatch", "cpp", "triton", "triton-fallback", "dispatch-cuda"}
+    unknown -= {"reference", "dispatch", "cpp", "triton", "triton-fallback", "dispatch-cuda", "gluon"}
     if unknown:
         raise ValueError(f"unknown backend names {sorted(unknown)}")
     return [pytest.param(b, id=b.name, marks=[pytest.mark.interpreter] if b.name.startswith("triton") else [])
-            for b in BACKENDS if (names is None or b.name in names) and b.name not in exclude]
+            for b in BACKENDS if (names is None or b.name in names) and b.name not in exclude
+            and (b.name != "gluon" or (names is not None and "gluon" in names))]
 
 
 def triton_only(test):

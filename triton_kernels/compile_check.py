@@ -24,14 +24,13 @@ from typing import Dict, Iterator, List
 
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 from ._common import interpreting
-from .spec import CompileSpec, signature
+from .spec import CompileSpec, ast_source, signature
 from .static_report import wgmma_s8_count
 
 #: The kernel modules, each with ``compile_specs(all_configs)`` next to its kernels (:mod:`.spec`).
-KERNEL_MODULES = ("gemm", "layernorm", "softmax", "attn_v", "attention", "attention_uniform")
+KERNEL_MODULES = ("gemm", "layernorm", "softmax", "attn_v", "attention", "attention_uniform", "gluon_gemm")
 
 
 def compile_specs(all_configs: bool = False) -> Iterator[CompileSpec]:
@@ -63,7 +62,7 @@ def compile_all(arch: int = 90, all_configs: bool = False, only=None) -> List[Di
         label = spec.label
         if only is not None and not any(label.startswith(prefix) for prefix in only):
             continue
-        src = ASTSource(spec.kernel, spec.signature(), dict(spec.constexprs))
+        src = ast_source(spec.kernel, spec.signature(), spec.constexprs)
         try:
             compiled = triton.compile(src, target=target,
                                       options=dict(num_warps=spec.num_warps, num_stages=spec.num_stages))
@@ -114,6 +113,18 @@ def _report_jobs(all_configs: bool, general: bool):
                          f"w{cfg.num_warps} s{cfg.num_stages}")
                 yield Job(label, gemm._gemm_kernel, sig, consts, divisible, cfg.num_warps, cfg.num_stages, "gemm",
                           kw["BLOCK_M"] * kw["BLOCK_N"])
+    from . import gluon_gemm
+
+    if gluon_gemm.HAVE_GLUON:
+        gluon_kinds = {gluon_gemm.EPILOGUE_PLAIN: "qkv", gluon_gemm.EPILOGUE_GELU: "fc1", gluon_gemm.EPILOGUE_RESIDUAL: "fc2"}
+        for spec in gluon_gemm.compile_specs(all_configs):
+            epilogue = spec.constexprs["EPILOGUE"]
+            tile = spec.label.split()[2]
+            bm, bn = (int(v) for v in tile.split("x")[:2])
+            label = f"gluon_gemm {gluon_kinds[epilogue]} {tile} w{spec.num_warps} s{spec.constexprs['STAGES']}"
+            yield Job(label, spec.kernel, spec.signature(), dict(spec.constexprs),
+                      [a for a in spec.arg_types if a.endswith("_ptr")] + ["M", "N", "K", "stride_rm"],
+                      spec.num_warps, spec.num_stages, "gluon_gemm", bm * bn)
     att_ptrs = attention.ARG_TYPES
     att_div = list(att_ptrs) + ["D", "stride_qb", "stride_qh", "stride_qn", "stride_kb", "stride_kh", "stride_kn",
                                 "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on"]
@@ -176,15 +187,18 @@ def report(arch: int = 90, all_configs: bool = True, general: bool = False, only
 
 
 def report_problems(reports) -> List[str]:
-    """What fails the report: a failed compile, a GEMM or attention kernel without s8 wgmma, or a
+    """What fails the report: a failed compile, a GEMM or attention kernel without s8 wgmma, a Gluon
+    GEMM that never leaves a wgmma group in flight, or a
     register spill in any candidate of a fast path (the default paths). Spills of the general
     (fallback) paths, shown with ``--general``, are listed in the table but do not fail."""
     problems = []
     for r in reports:
         if not r.ok:
             problems.append(f"{r.job.label}: compile failed: {r.error}")
-        elif r.job.kind in ("gemm", "attention") and r.wgmma_s8 == 0:
+        elif r.job.kind in ("gemm", "gluon_gemm", "attention") and r.wgmma_s8 == 0:
             problems.append(f"{r.job.label}: no s8 wgmma")
+        elif r.job.kind == "gluon_gemm" and r.wait_group_1 == 0:
+            problems.append(f"{r.job.label}: no wgmma.wait_group 1 (the wgmma is not asynchronous)")
         elif r.spill_bytes > 0 and " general " not in r.job.label:
             problems.append(f"{r.job.label}: {r.spill_bytes} B spilled")
     return problems

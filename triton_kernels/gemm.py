@@ -29,6 +29,7 @@ import triton.language as tl
 from ._intmath import float32_code, float32_code_emulated, gather_i32, round_shift
 from fqvit_kernels import checks, contract
 
+from . import gluon_gemm, variants
 from ._common import configs, device_guard, fast_paths_allowed, interpreting
 from .spec import I8, I32, I64, CompileSpec
 
@@ -277,9 +278,19 @@ def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, multi
         epilogue = EPILOGUE_RESIDUAL
     else:
         epilogue = EPILOGUE_PLAIN
-    return _launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, gelu_table,
-                   gelu_cell_bits, residual, residual_zero_point, branch_multiplier, residual_multiplier,
-                   residual_shift, final_zero_point)
+    launch = _launch
+    if _gluon_applies(x, weight, residual, shift):
+        launch = gluon_gemm.launch
+    return launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, gelu_table,
+                  gelu_cell_bits, residual, residual_zero_point, branch_multiplier, residual_multiplier,
+                  residual_shift, final_zero_point)
+
+
+def _gluon_applies(x, weight, residual, shift) -> bool:
+    """Whether this call runs the Gluon kernel: selected (:mod:`.variants`), supported, and on the
+    int32 fast path (the only epilogue it has)."""
+    return (variants.selected("int8_linear", x.device) == "gluon"
+            and gluon_gemm.unsupported_reason(x, weight, residual) is None and fast_epilogue(shift))
 
 
 def gemm_ptx(m: int = 512, n: int = 512, k: int = 512, device: str = "cuda") -> str:

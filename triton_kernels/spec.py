@@ -37,3 +37,14 @@ class CompileSpec:
 def signature(kernel, arg_types: Mapping[str, str], constexprs: Mapping[str, object]) -> Dict[str, str]:
     """Every argument of ``kernel`` typed: ``constexpr``, its entry of ``arg_types``, else ``i32``."""
     return {name: "constexpr" if name in constexprs else arg_types.get(name, "i32") for name in kernel.arg_names}
+
+
+def ast_source(kernel, signature_: Mapping[str, str], constexprs: Mapping[str, object], attrs=None):
+    """The compiler's source object for ``kernel``: Gluon kernels (``@gluon.jit``) need Gluon's."""
+    if type(kernel).__name__ == "GluonJITFunction":
+        from triton.experimental.gluon._runtime import GluonASTSource
+
+        return GluonASTSource(kernel, dict(signature_), dict(constexprs), attrs or {})
+    from triton.compiler import ASTSource
+
+    return ASTSource(kernel, dict(signature_), dict(constexprs), attrs)

@@ -27,7 +27,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+
+from .spec import ast_source
 
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
@@ -37,6 +38,11 @@ class Sass(NamedTuple):
 
     instructions: List[Tuple[int, str]]
     loops: List[Tuple[int, int]]
+    text: Dict[int, str] = {}  # address -> the whole instruction (operands included)
+
+    def find(self, fragment: str) -> List[int]:
+        """Addresses of the instructions whose text contains ``fragment``."""
+        return [a for a, t in sorted(self.text.items()) if fragment in t]
 
     def count(self, start: int = 0, end: int = 1 << 62) -> int:
         return sum(1 for a, op in self.instructions if start <= a <= end and op not in ("NOP",))
@@ -51,7 +57,7 @@ _TARGET = re.compile(r"`\((\.L_x_\d+)\)")
 
 
 def parse_sass(text: str) -> Sass:
-    instructions, labels, pending, branches = [], {}, [], []
+    instructions, labels, pending, branches, full = [], {}, [], [], {}
     for line in text.splitlines():
         m = _LABEL.match(line)
         if m:
@@ -65,6 +71,7 @@ def parse_sass(text: str) -> Sass:
             labels[label] = address
         pending = []
         instructions.append((address, opcode))
+        full[address] = line[m.start(2):].strip()
         if opcode == "BRA":
             t = _TARGET.search(line)
             if t:
@@ -73,7 +80,7 @@ def parse_sass(text: str) -> Sass:
                     if target in labels and labels[target] < address})
     # Keep the outermost loops only (nested loops are counted inside them).
     outer = [lp for lp in loops if not any(o != lp and o[0] <= lp[0] and lp[1] <= o[1] for o in loops)]
-    return Sass(instructions, outer)
+    return Sass(instructions, outer, full)
 
 
 def _tool(name: str, *args: str) -> str:
@@ -102,7 +109,7 @@ class Job(NamedTuple):
     divisible: Sequence[str]      # arguments Triton would mark divisible by 16 at this launch
     num_warps: int
     num_stages: int
-    kind: str                     # gemm | attention | layernorm | other
+    kind: str                     # gemm | gluon_gemm | attention | layernorm | other
     elements_per_program: int     # outputs (gemm), scores (attention) or elements (LN) per program
 
 
@@ -116,12 +123,14 @@ class Report(NamedTuple):
     wgmma_s8: int = 0
     hot_per_element: float = float("nan")
     total_instructions: int = 0
+    wait_group_1: int = 0  # PTX ``wgmma.wait_group 1``: a wgmma group left in flight (asynchronous)
 
     def line(self) -> str:
         if not self.ok:
             return f"FAIL {self.job.label:<48} {self.error}"
         return (f"ok   {self.job.label:<48} regs {self.regs:>3}  spill {self.spill_bytes:>5} B  smem {self.shared // 1024:>4} KiB"
-                f"  wgmma.s8 {self.wgmma_s8:>2}  hot SASS/elem {self.hot_per_element:6.1f}  ({self.total_instructions} instr)")
+                f"  wgmma.s8 {self.wgmma_s8:>2}  hot SASS/elem {self.hot_per_element:6.1f}  ({self.total_instructions} instr)"
+                + (f"  wait_group 1: {self.wait_group_1}" if self.job.kind == "gluon_gemm" else ""))
 
 
 def _hot_per_element(job: Job, sass: Sass) -> float:
@@ -132,6 +141,13 @@ def _hot_per_element(job: Job, sass: Sass) -> float:
             return float("nan")
         k_loop_end = sass.loops[0][1]  # the first loop is the K loop (wgmma)
         return sass.count(k_loop_end + 1) / per_thread
+    if job.kind == "gluon_gemm":
+        # The persistent loop holds main loop and epilogue: the epilogue runs from the wait for
+        # every wgmma group (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) to the tile's TMA store.
+        waits, stores = sass.find("DEPBAR.LE gsb0, 0x0"), sass.find("UTMASTG")
+        if not waits or not stores:
+            return float("nan")
+        return sass.count(waits[0], stores[0] - 1) / per_thread
     if job.kind == "attention":
         # Passes over key tiles: instructions of every loop per key tile, per score of one tile.
         loop_total = sum(sass.count(s, e) for s, e in sass.loops)
@@ -139,6 +155,11 @@ def _hot_per_element(job: Job, sass: Sass) -> float:
         keys = 197
         return loop_total / per_thread + rest / (per_thread * keys / job.constexprs.get("BLOCK_N", keys))
     return sass.count() / per_thread
+
+
+def wait_group_1_count(ptx: str) -> int:
+    """Number of ``wgmma.wait_group`` instructions that leave one group outstanding."""
+    return sum(1 for line in ptx.splitlines() if "wgmma.wait_group" in line and line.rstrip(" ;").endswith(" 1"))
 
 
 def wgmma_s8_count(ptx: str) -> int:
@@ -149,7 +170,7 @@ def wgmma_s8_count(ptx: str) -> int:
 def compile_job(job: Job, arch: int = 90) -> Report:
     names = list(job.fn.arg_names)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in job.divisible}
-    src = ASTSource(job.fn, job.signature, job.constexprs, attrs)
+    src = ast_source(job.fn, job.signature, job.constexprs, attrs)
     try:
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                   options=dict(num_warps=job.num_warps, num_stages=job.num_stages))
@@ -162,7 +183,7 @@ def compile_job(job: Job, arch: int = 90) -> Report:
     shared = int(getattr(compiled.metadata, "shared", 0) or 0) + max(facts["static_shared"], 0)
     wgmma = wgmma_s8_count(compiled.asm["ptx"])
     return Report(job, True, "", facts["regs"], max(facts["stack"], facts["local"]), shared, wgmma,
-                  _hot_per_element(job, sass), sass.count())
+                  _hot_per_element(job, sass), sass.count(), wait_group_1_count(compiled.asm["ptx"]))
 
 
 def format_reports(reports: Sequence[Report], header: Optional[str] = None) -> str:

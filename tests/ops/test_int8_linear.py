@@ -492,13 +492,24 @@ def test_int8_linear_empty_rows(backend, gen):
 
 
 @pytest.mark.gpu
-@triton_kernels_only
+@pytest.mark.backends("triton", "gluon")  # gluon: the Gluon kernel itself (sm_90 only; variants.py)
 @pytest.mark.parametrize("m,n,k,epilogue", [
     (1576, 2304, 768, "plain"), (1576, 3072, 768, "gelu"), (1576, 768, 3072, "residual"),
     (1577, 3072, 1024, "gelu"), (1577, 1024, 4096, "residual"), (12608, 768, 768, "residual"),
     (1576, 3072, 768, "steps"),
 ])
 def test_gpu_vit_linears(m, n, k, epilogue, backend, gen):
+    check_on_device(backend, testing.linear_case(m, n, k, gen, epilogue))
+
+
+@pytest.mark.gpu
+@pytest.mark.backends("triton", "gluon")
+@pytest.mark.parametrize("epilogue", ["plain", "gelu", "steps", "residual"])
+@pytest.mark.parametrize("m", [1, 7, 197, 577, 1025])
+@pytest.mark.parametrize("n,k", [(48, 48), (784, 3088), (2304, 768)])
+def test_gpu_linears_ragged_tiles(m, n, k, epilogue, backend, gen):
+    """Row counts, N and K that are not multiples of any tile (N and K multiples of 16, so the
+    Gluon kernel takes them: TMA's row strides), and a single row: partial tiles, K tails."""
     check_on_device(backend, testing.linear_case(m, n, k, gen, epilogue))
 
 

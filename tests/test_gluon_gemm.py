@@ -1,0 +1,136 @@
+"""The Gluon ``int8_linear`` kernel's host side, checked without a GPU.
+
+Gluon has no interpreter, so on a CPU the kernel itself is covered by the offline sm_90 compile
+(tests/test_static_report.py: every candidate compiles without a spill and keeps one wgmma group
+in flight) and its bits by the GPU tests (the ``gluon`` backend of tests/ops/test_int8_linear.py).
+Here: the launcher hands the kernel the same operands, sizes and epilogue constants as the Triton
+launcher does for the same call, the descriptors describe the operands and the tile, the grid is
+persistent, and the variant switch and the TMA layout checks answer as documented.
+"""
+
+import pytest
+import torch
+
+from fqvit_kernels import testing
+from op_backends import triton_only
+
+gemm = pytest.importorskip("triton_kernels.gemm")
+from triton_kernels import gluon_gemm, variants  # noqa: E402
+
+needs_gluon = pytest.mark.skipif(not gluon_gemm.HAVE_GLUON, reason="this Triton has no triton.experimental.gluon")
+
+
+class _Recorder:
+    """Stands in for a JIT kernel: ``kernel[grid](*args, **kwargs)`` records the call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append((grid, args, kwargs))
+        return launch
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr() \
+            and a.shape == b.shape and a.dtype == b.dtype
+    return a == b
+
+
+@triton_only
+@needs_gluon
+@pytest.mark.parametrize("epilogue", ["plain", "gelu", "steps", "residual"])
+@pytest.mark.parametrize("m,n,k", [(1, 48, 32), (197, 784, 3088), (577, 2304, 768)])
+def test_gluon_launcher_passes_what_the_triton_launcher_passes(monkeypatch, gen, epilogue, m, n, k):
+    case = testing.linear_case(m, n, k, gen, epilogue)
+    x, weight, *rest = case.args
+    code = {"plain": gemm.EPILOGUE_PLAIN, "gelu": gemm.EPILOGUE_GELU, "steps": gemm.EPILOGUE_GELU,
+            "residual": gemm.EPILOGUE_RESIDUAL}[epilogue]
+    g_names = [a for a in gluon_gemm._gluon_gemm_kernel.arg_names if a not in ("EPILOGUE", "STAGES", "GROUP_M")]
+    triton_kernel, gluon_kernel = _Recorder(), _Recorder()
+    monkeypatch.setattr(gemm, "_gemm_tuned", triton_kernel)
+    monkeypatch.setattr(gluon_gemm, "_gluon_gemm_kernel", gluon_kernel)
+    out = torch.empty((m, n), dtype=torch.int8)
+    gemm._launch(x, weight, out, code, *rest)
+    config = gluon_gemm.CANDIDATES[0]
+    gluon_gemm.launch(x, weight, out, code, *rest, config=config)
+
+    (_, t_args, t_kw), = triton_kernel.calls
+    (grid, g_args, g_kw), = gluon_kernel.calls
+    t_names = gemm._gemm_kernel.arg_names
+    t_by_name, g_by_name = dict(zip(t_names, t_args)), dict(zip(g_names, g_args))
+    shared = [a for a in g_names if a in t_by_name]
+    assert len(shared) == len(g_names) - 3  # every argument but the three descriptors
+    for name in shared:
+        assert _same(g_by_name[name], t_by_name[name]), name
+    assert g_kw["EPILOGUE"] == t_kw["EPILOGUE"] == code
+    # The descriptors: the operands themselves, with the candidate's tiles.
+    bm, bn, bk, warps, stages = config
+    for name, tensor, block in (("a_desc", x, [bm, bk]), ("b_desc", weight, [bn, bk]), ("c_desc", out, [bm, bn])):
+        desc = g_by_name[name]
+        assert desc.base is tensor and list(desc.shape) == list(tensor.shape)
+        assert list(desc.strides) == list(tensor.stride()) and list(desc.block_shape) == block
+    assert g_kw["STAGES"] == stages and g_kw["num_warps"] == warps
+    tiles = -(-m // bm) * -(-n // bn)
+    assert grid == (min(132, tiles),)  # persistent: one program per SM (132 assumed off-GPU)
+
+
+@needs_gluon
+def test_epilogue_codes_match_the_triton_kernels():
+    assert (gluon_gemm.EPILOGUE_PLAIN, gluon_gemm.EPILOGUE_GELU, gluon_gemm.EPILOGUE_RESIDUAL) == \
+        (gemm.EPILOGUE_PLAIN, gemm.EPILOGUE_GELU, gemm.EPILOGUE_RESIDUAL)
+
+
+def test_layout_reason_accepts_dense_operands_and_names_what_tma_cannot_read():
+    x = torch.zeros(197, 768, dtype=torch.int8)
+    w = torch.zeros(2304, 768, dtype=torch.int8)
+    assert gluon_gemm.layout_reason(x, w) is None
+    assert gluon_gemm.layout_reason(x, w, torch.zeros(197, 2304, dtype=torch.int8)) is None
+    assert "TMA-ready" in gluon_gemm.layout_reason(torch.zeros(197, 40, dtype=torch.int8), torch.zeros(48, 40, dtype=torch.int8))
+    assert "TMA-ready" in gluon_gemm.layout_reason(torch.zeros(768, 197, dtype=torch.int8).t(), w)  # column-major
+    wide = torch.zeros(197, 800, dtype=torch.int8)
+    assert "TMA-ready" in gluon_gemm.layout_reason(wide[:, 1:769], w)  # base off by one byte
+    assert "multiple of 16" in gluon_gemm.layout_reason(x, torch.zeros(40, 768, dtype=torch.int8))
+    residual = torch.zeros(2304, 197, dtype=torch.int8).t()
+    assert "residual" in gluon_gemm.layout_reason(x, w, residual)
+
+
+def test_cpu_tensors_never_take_gluon():
+    x, w = torch.zeros(16, 16, dtype=torch.int8), torch.zeros(16, 16, dtype=torch.int8)
+    reason = gluon_gemm.unsupported_reason(x, w)
+    assert reason is not None
+    with variants.force("gluon"):
+        assert variants.selected("int8_linear", torch.device("cpu")) == "triton"
+
+
+def test_variant_switch(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setenv(variants.VARIANT_ENV, "1")
+    assert variants.selected("int8_linear", cuda) == "gluon"
+    monkeypatch.setenv(variants.VARIANT_ENV, "0")
+    assert variants.selected("int8_linear", cuda) == "triton"
+    with variants.force("gluon"):  # the in-process switch wins over the environment
+        assert variants.selected("int8_linear", cuda) == "gluon"
+    monkeypatch.setenv(variants.VARIANT_ENV, "yes")
+    with pytest.raises(ValueError, match="FQVIT_GLUON"):
+        variants.selected("int8_linear", cuda)
+    with pytest.raises(ValueError, match="unknown variant"):
+        with variants.force("cublas"):
+            pass
+
+
+def test_every_recorded_default_is_a_known_variant_with_its_evidence():
+    for arch, choices in variants.DEFAULTS.items():
+        assert set(choices.values()) <= {"triton", "gluon"}
+        assert variants.EVIDENCE.get(arch), arch
+
+
+def test_candidates_fit_the_documented_limits():
+    assert 1 <= len(gluon_gemm.CANDIDATES) <= 4  # first-call tuning stays short
+    for bm, bn, bk, warps, stages in gluon_gemm.CANDIDATES:
+        assert bm == 64 * (warps // 4)  # one warp group per 64 rows
+        assert bn <= 256 and bk % 32 == 0 and stages >= 2
+        smem = stages * (bm + bn) * bk + bm * bn
+        assert smem <= 227 * 1024, (bm, bn, bk, stages)
