@@ -162,6 +162,7 @@ def attention_rows(ctx: Context, dev: str) -> List[Row]:
             one = _first_batch_item(case)
             _check(kernel, out[:1], ref.int_attention(*one))
             rows.append(_row("attention", kernel, shape, "fqvit int_attention", ctx, case.run, "SDPA bf16"))
+            rows.extend(_gluon_attention_row(ctx, kernel, shape, case, out))
             q, k, v = (t.to(torch.bfloat16) for t in case.args[:3])
             rows.append(_row("attention", kernel, shape, "SDPA bf16", ctx,
                              lambda: F.scaled_dot_product_attention(q, k, v)))
@@ -171,6 +172,18 @@ def attention_rows(ctx: Context, dev: str) -> List[Row]:
             rows.append(_row("attention", kernel, shape, "fqvit int_attention_uniform (8/8/8)", ctx, uniform.run,
                              "SDPA bf16"))
     return rows
+
+
+def _gluon_attention_row(ctx, kernel, shape, case, triton_out) -> List[Row]:
+    """The one-pass Gluon attention (triton_kernels/gluon_attention.py) where it applies, checked
+    bit-identical to the Triton kernel's output first."""
+    from triton_kernels import attention, gluon_attention, variants
+
+    if gluon_attention.unsupported_reason(case.args[0]) is not None or not attention.fast_attention(case.args[7]):
+        return []
+    with variants.force("gluon"):
+        _check(f"{kernel} gluon", case.run(), triton_out)
+        return [_row("attention", kernel, shape, "fqvit int_attention gluon", ctx, case.run, "SDPA bf16")]
 
 
 def _unfused(case: testing.OpCase) -> Callable[[], torch.Tensor]:

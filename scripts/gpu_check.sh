@@ -88,13 +88,14 @@ PY
 
 # Side-by-side timings on this card (median ms, triton.testing.do_bench): each Triton op with its
 # int32 fast paths and forced onto the general int64 paths (what FQVIT_TRITON_FALLBACK=1 selects),
-# the Gluon int8_linear (FQVIT_GLUON=1; checked bit-identical first, the winner per linear printed),
+# the Gluon int8_linear and int_attention (FQVIT_GLUON=1; checked bit-identical first, the winner
+# per kernel printed),
 # next to the float baselines. A quick look; the real benchmark is bench/run.py.
 step timing 300 python - <<'PY'
 import torch, triton
 import torch.nn.functional as F
 from fqvit_kernels import testing
-from triton_kernels import attention, attention_uniform, gemm, gluon_gemm, layernorm, variants
+from triton_kernels import attention, attention_uniform, gemm, gluon_attention, gluon_gemm, layernorm, variants
 from triton_kernels._common import force_paths
 
 bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100)
@@ -142,6 +143,14 @@ for n_tok in (197, 577):
     t_ours = bench(lambda: attention.int_attention(*case.args))
     t_sdpa = bench(lambda: F.scaled_dot_product_attention(qb, qb, qb))
     print(f"int_attention B=64 H=12 N={n_tok} D=64: {t_ours:.4f} ms, SDPA bf16 {t_sdpa:.4f} ms ({t_sdpa / t_ours:.2f}x)")
+    if gluon_attention.unsupported_reason(case.args[0]) is None:
+        expected = attention.int_attention(*case.args)
+        with variants.force("gluon"):
+            same = torch.equal(attention.int_attention(*case.args), expected)
+            t_gluon = bench(lambda: attention.int_attention(*case.args))
+        winner = "gluon" if same and t_gluon < t_ours else "triton"
+        print(f"  gluon one-pass {t_gluon:.4f} ms ({t_ours / t_gluon:.2f}x triton, {t_sdpa / t_gluon:.2f}x SDPA bf16), "
+              f"bit-identical to triton: {same}; winner int_attention N={n_tok}: {winner}")
     uniform = testing.attention_uniform_case(64, 12, n_tok, 64, gen).to("cuda")
     t_uni = bench(lambda: attention_uniform.int_attention_uniform(*uniform.args))
     print(f"int_attention_uniform (8/8/8) B=64 H=12 N={n_tok} D=64: {t_uni:.4f} ms ({t_sdpa / t_uni:.2f}x SDPA bf16)")

@@ -20,6 +20,12 @@ def _gluon_linear(*args):
         return gemm.int8_linear(*args)
 
 
+def _gluon_attention(*args):
+    """int_attention with the one-pass Gluon kernel selected (sm_90; elsewhere the Triton kernel)."""
+    with variants.force("gluon"):
+        return attention.int_attention(*args)
+
+
 def _cases(gen):
     codes_case = testing.scores_case((2, 9, 37), gen)
     v = torch.randint(-128, 128, (2, 37, 80), generator=gen, dtype=torch.int8)
@@ -34,6 +40,7 @@ def _cases(gen):
         ("gluon int8_linear plain", _gluon_linear, testing.linear_case(65, 144, 48, gen)),
         ("gluon int8_linear gelu", _gluon_linear, testing.linear_case(7, 160, 208, gen, "gelu")),
         ("gluon int8_linear residual", _gluon_linear, testing.linear_case(130, 272, 80, gen, "residual")),
+        ("gluon int_attention", _gluon_attention, testing.attention_case(1, 2, 67, 40, gen)),
         ("ptf_layernorm", layernorm.ptf_layernorm, testing.layernorm_case(37, 200, gen)),
         ("ptf_layernorm_dyadic", layernorm.ptf_layernorm_dyadic, testing.layernorm_dyadic_case(37, 200, gen)),
         ("log_int_softmax", softmax.log_int_softmax, codes_case),

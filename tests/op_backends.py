@@ -66,7 +66,8 @@ def _backends() -> List[Backend]:
         from triton_kernels import gluon_gemm
 
         if gluon_gemm.HAVE_GLUON and torch.cuda.get_device_capability() == (9, 0):
-            found.append(Backend("gluon", "cuda", lambda op: _gluon_linear if op == "int8_linear" else None))
+            gluon_ops = {"int8_linear": _gluon_linear, "int_attention": _gluon_attention}
+            found.append(Backend("gluon", "cuda", gluon_ops.get))
     return found
 
 
@@ -86,6 +87,22 @@ def _gluon_linear(x, weight, bias, multiplier, shift, output_zero_point, *rest):
         gemm.EPILOGUE_RESIDUAL if residual is not None else gemm.EPILOGUE_PLAIN)
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.int8, device=x.device)
     return gluon_gemm.launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point, *rest)
+
+
+def _gluon_attention(q, k, v, qkv_zero_point, score_multiplier, score_shift, score_zero_point, exp_table,
+                     out_multiplier, out_shift, out_zero_point):
+    """int_attention on the one-pass Gluon kernel itself; a call it cannot take is skipped."""
+    from fqvit_kernels.ops import attention_output
+    from triton_kernels import attention, gluon_attention
+
+    reason = gluon_attention.unsupported_reason(q)
+    if reason is None and not attention.fast_attention(exp_table):
+        reason = "an exponent table that is not float32 integers (the kernel has only the fast path)"
+    if reason is not None:
+        pytest.skip(f"gluon: {reason}")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return gluon_attention.launch(q, k, v, attention_output(q), qkv_zero_point, score_multiplier, score_shift,
+                                  score_zero_point, exp_table, out_multiplier, out_shift, out_zero_point)
 
 
 def _forced_general(kernel):

@@ -34,6 +34,7 @@ import triton.language as tl
 from fqvit_kernels import checks
 from fqvit_kernels.ops import attention_output
 
+from . import gluon_attention, variants
 from ._common import configs, device_guard, fast_paths_allowed, pow2_at_least
 from .spec import I8, I64, CompileSpec
 from ._intmath import requantize_float32
@@ -281,6 +282,9 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     batch, heads, n, d = q.shape
     out = attention_output(q)
+    if _gluon_applies(q, exp_table):
+        return gluon_attention.launch(q, k, v, out, qkv_zero_point, score_multiplier, score_shift,
+                                      score_zero_point, exp_table, out_multiplier, out_shift, out_zero_point)
     block_d = head_block(d)
     with device_guard(q):
         _int_attention_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]) * batch * heads,)](
@@ -292,6 +296,13 @@ def int_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qkv_zero_po
             BLOCK_D=block_d, FAST=fast_attention(exp_table),
         )
     return out
+
+
+def _gluon_applies(q: torch.Tensor, exp_table: torch.Tensor) -> bool:
+    """Whether this call runs the one-pass Gluon kernel: selected (:mod:`.variants`), supported, and
+    on the fast path (the float32 division it shares with this kernel's FAST path)."""
+    return (variants.selected("int_attention", q.device) == "gluon"
+            and gluon_attention.unsupported_reason(q) is None and fast_attention(exp_table))
 
 
 # -- ahead-of-time compile specs (compile_check, static report) ----------------------------------

@@ -30,7 +30,8 @@ from .spec import CompileSpec, ast_source, signature
 from .static_report import wgmma_s8_count
 
 #: The kernel modules, each with ``compile_specs(all_configs)`` next to its kernels (:mod:`.spec`).
-KERNEL_MODULES = ("gemm", "layernorm", "softmax", "attn_v", "attention", "attention_uniform", "gluon_gemm")
+KERNEL_MODULES = ("gemm", "layernorm", "softmax", "attn_v", "attention", "attention_uniform", "gluon_gemm",
+                  "gluon_attention")
 
 
 def compile_specs(all_configs: bool = False) -> Iterator[CompileSpec]:
@@ -125,6 +126,13 @@ def _report_jobs(all_configs: bool, general: bool):
             yield Job(label, spec.kernel, spec.signature(), dict(spec.constexprs),
                       [a for a in spec.arg_types if a.endswith("_ptr")] + ["M", "N", "K", "stride_rm"],
                       spec.num_warps, spec.num_stages, "gluon_gemm", bm * bn)
+    from . import gluon_attention
+
+    for spec in gluon_attention.compile_specs(all_configs):
+        yield Job(spec.label, spec.kernel, spec.signature(), dict(spec.constexprs),
+                  [a for a in spec.arg_types] + ["D"] + [a for a in spec.kernel.arg_names if a.startswith("stride_")],
+                  spec.num_warps, spec.num_stages, "gluon_attention",
+                  gluon_attention.BLOCK_M * gluon_attention.BLOCK_N)
     att_ptrs = attention.ARG_TYPES
     att_div = list(att_ptrs) + ["D", "stride_qb", "stride_qh", "stride_qn", "stride_kb", "stride_kh", "stride_kn",
                                 "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on"]
@@ -195,7 +203,7 @@ def report_problems(reports) -> List[str]:
     for r in reports:
         if not r.ok:
             problems.append(f"{r.job.label}: compile failed: {r.error}")
-        elif r.job.kind in ("gemm", "gluon_gemm", "attention") and r.wgmma_s8 == 0:
+        elif r.job.kind in ("gemm", "gluon_gemm", "attention", "gluon_attention") and r.wgmma_s8 == 0:
             problems.append(f"{r.job.label}: no s8 wgmma")
         elif r.job.kind == "gluon_gemm" and r.wait_group_1 == 0:
             problems.append(f"{r.job.label}: no wgmma.wait_group 1 (the wgmma is not asynchronous)")

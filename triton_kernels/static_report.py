@@ -148,12 +148,13 @@ def _hot_per_element(job: Job, sass: Sass) -> float:
         if not waits or not stores:
             return float("nan")
         return sass.count(waits[0], stores[0] - 1) / per_thread
-    if job.kind == "attention":
+    if job.kind in ("attention", "gluon_attention"):
         # Passes over key tiles: instructions of every loop per key tile, per score of one tile.
         loop_total = sum(sass.count(s, e) for s, e in sass.loops)
         rest = sass.count() - loop_total  # per-row work (row setup, thresholds, output)
         keys = 197
-        return loop_total / per_thread + rest / (per_thread * keys / job.constexprs.get("BLOCK_N", keys))
+        block_n = job.constexprs.get("BLOCK_N", 64)  # the Gluon kernel's key tile is 64
+        return loop_total / per_thread + rest / (per_thread * keys / block_n)
     return sass.count() / per_thread
 
 

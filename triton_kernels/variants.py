@@ -2,7 +2,7 @@
 
 An op may have several bit-identical GPU kernels: the Triton kernel (every architecture, and the
 interpreter) and a Gluon kernel written for one architecture (:mod:`.gluon_gemm`: Hopper wgmma
-kept in flight, TMA). The Triton kernel is the default until a GPU run shows the other both
+kept in flight, TMA; :mod:`.gluon_attention`: the scores computed once and kept in shared memory). The Triton kernel is the default until a GPU run shows the other both
 bit-exact (the GPU tests run both) and faster (``scripts/gpu_check.sh`` times both side by side);
 :data:`DEFAULTS` then records the winner with :data:`EVIDENCE`, the run that justified it.
 
@@ -24,13 +24,14 @@ VARIANT_ENV = "FQVIT_GLUON"
 
 #: (compute capability) -> {op: variant}. Ops not listed run the Triton kernel.
 DEFAULTS: Dict[Tuple[int, int], Dict[str, str]] = {
-    (9, 0): {"int8_linear": "triton"},
+    (9, 0): {"int8_linear": "triton", "int_attention": "triton"},
 }
 #: Why each default is what it is.
 EVIDENCE: Dict[Tuple[int, int], str] = {
     (9, 0): "int8_linear: Triton until measured. The Gluon kernel compiles for sm_90 under Triton 3.6 and "
             "3.8 with wgmma.wait_group 1 in its loop (bench/results/sm90_static_*.txt), but no GPU run has "
-            "checked its bits or timed it yet (2026-11-28).",
+            "checked its bits or timed it yet (2026-11-28). int_attention: Triton until measured, likewise "
+            "(the one-pass Gluon kernel, gluon_attention.py, compiles spill-free for head dims up to 64).",
 }
 _forced: Optional[str] = None
 

@@ -290,11 +290,21 @@ def test_int_attention_near_int64_limit(backend, gen):
 
 
 @pytest.mark.gpu
-@triton_kernels_only
-@pytest.mark.parametrize("n", [1, 50, 197, 577, 1025])
+@pytest.mark.backends("triton", "gluon")  # gluon: the one-pass kernel itself (sm_90, N <= 1024, D <= 64)
+@pytest.mark.parametrize("n", [1, 7, 50, 197, 577, 1024, 1025])
 @pytest.mark.parametrize("d", [32, 64, 80, 128])
 def test_gpu_int_attention(n, d, backend, gen):
     _check_attention(backend, testing.attention_case(2, 3, n, d, gen))
+
+
+@pytest.mark.gpu
+@pytest.mark.backends("triton", "gluon")
+def test_gpu_vit_b_attention_on_qkv_views(backend, gen):
+    """ViT-B heads as the block passes them: views of one packed [B, N, 3, H, D] projection."""
+    case = testing.attention_case(8, 12, 197, 64, gen)
+    packed = torch.stack(case.args[:3], dim=0).permute(1, 3, 0, 2, 4).contiguous()
+    views = packed.permute(2, 0, 3, 1, 4).unbind(0)
+    _check_attention(backend, testing.OpCase("int_attention", tuple(views) + case.args[3:]))
 
 
 @pytest.mark.gpu

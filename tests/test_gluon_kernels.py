@@ -1,11 +1,12 @@
-"""The Gluon ``int8_linear`` kernel's host side, checked without a GPU.
+"""The Gluon kernels' host side (``int8_linear``, ``int_attention``), checked without a GPU.
 
-Gluon has no interpreter, so on a CPU the kernel itself is covered by the offline sm_90 compile
-(tests/test_static_report.py: every candidate compiles without a spill and keeps one wgmma group
-in flight) and its bits by the GPU tests (the ``gluon`` backend of tests/ops/test_int8_linear.py).
-Here: the launcher hands the kernel the same operands, sizes and epilogue constants as the Triton
-launcher does for the same call, the descriptors describe the operands and the tile, the grid is
-persistent, and the variant switch and the TMA layout checks answer as documented.
+Gluon has no interpreter, so on a CPU the kernels themselves are covered by the offline sm_90
+compile (tests/test_static_report.py: every candidate compiles without a spill, the GEMM keeps one
+wgmma group in flight) and their bits by the GPU tests (the ``gluon`` backend of
+tests/ops/test_int8_linear.py and test_int_attention.py). Here: each launcher hands its kernel the
+same operands, sizes and constants as the Triton launcher does for the same call, the GEMM's
+descriptors describe the operands and the tile, its grid is persistent, and the variant switch,
+the TMA layout checks and the shape limits answer as documented.
 """
 
 import pytest
@@ -15,7 +16,7 @@ from fqvit_kernels import testing
 from op_backends import triton_only
 
 gemm = pytest.importorskip("triton_kernels.gemm")
-from triton_kernels import gluon_gemm, variants  # noqa: E402
+from triton_kernels import attention, gluon_attention, gluon_gemm, variants  # noqa: E402
 
 needs_gluon = pytest.mark.skipif(not gluon_gemm.HAVE_GLUON, reason="this Triton has no triton.experimental.gluon")
 
@@ -103,6 +104,7 @@ def test_cpu_tensors_never_take_gluon():
     assert reason is not None
     with variants.force("gluon"):
         assert variants.selected("int8_linear", torch.device("cpu")) == "triton"
+        assert variants.selected("int_attention", torch.device("cpu")) == "triton"
 
 
 def test_variant_switch(monkeypatch):
@@ -134,3 +136,39 @@ def test_candidates_fit_the_documented_limits():
         assert bn <= 256 and bk % 32 == 0 and stages >= 2
         smem = stages * (bm + bn) * bk + bm * bn
         assert smem <= 227 * 1024, (bm, bn, bk, stages)
+
+
+@triton_only
+@needs_gluon
+@pytest.mark.parametrize("b,h,n,d", [(1, 1, 1, 32), (2, 3, 197, 64), (1, 2, 1024, 40)])
+def test_gluon_attention_launcher_passes_what_the_triton_launcher_passes(monkeypatch, gen, b, h, n, d):
+    case = testing.attention_case(b, h, n, d, gen)
+    triton_kernel, gluon_kernel = _Recorder(), _Recorder()
+    g_names = [a for a in gluon_attention._gluon_attention_kernel.arg_names if a not in ("BLOCK_D", "N_TILES")]
+    t_names = attention._int_attention_kernel.arg_names
+    monkeypatch.setattr(attention, "_int_attention_tuned", triton_kernel)
+    monkeypatch.setattr(gluon_attention, "_gluon_attention_kernel", gluon_kernel)
+    attention.int_attention(*case.args)
+    (_, t_args, t_kw), = triton_kernel.calls
+    q, k, v = case.args[:3]
+    out = torch.empty_like(t_args[3])
+    gluon_attention.launch(q, k, v, out, *case.args[3:])
+    (grid, g_args, g_kw), = gluon_kernel.calls
+    t_by_name, g_by_name = dict(zip(t_names, t_args)), dict(zip(g_names, g_args))
+    for name in g_names:
+        if name == "out_ptr":
+            assert out.shape == t_args[3].shape and out.stride() == t_args[3].stride()
+        else:
+            assert _same(g_by_name[name], t_by_name[name]), name
+    assert g_kw["BLOCK_D"] == t_kw["BLOCK_D"] == attention.head_block(d)
+    assert g_kw["N_TILES"] * gluon_attention.BLOCK_N >= n > (g_kw["N_TILES"] - 1) * gluon_attention.BLOCK_N
+    assert grid == (-(-n // gluon_attention.BLOCK_M) * b * h,)  # one program per query tile and head
+
+
+def test_gluon_attention_shape_limits():
+    assert gluon_attention.shape_reason(197, 64) is None
+    assert gluon_attention.shape_reason(gluon_attention.MAX_N, gluon_attention.MAX_HEAD_DIM) is None
+    assert "N = 1025" in gluon_attention.shape_reason(gluon_attention.MAX_N + 1, 64)
+    assert "head dim 80" in gluon_attention.shape_reason(197, 80)
+    q = torch.zeros(1, 1, 7, 64, dtype=torch.int8)
+    assert gluon_attention.unsupported_reason(q) is not None  # a CPU tensor
