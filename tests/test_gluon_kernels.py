@@ -68,14 +68,14 @@ def test_gluon_launcher_passes_what_the_triton_launcher_passes(monkeypatch, gen,
         assert _same(g_by_name[name], t_by_name[name]), name
     assert g_kw["EPILOGUE"] == t_kw["EPILOGUE"] == code
     # The descriptors: the operands themselves, with the candidate's tiles.
-    bm, bn, bk, warps, stages = config
+    bm, bn, bk, warps, stages, per_sm = config
     for name, tensor, block in (("a_desc", x, [bm, bk]), ("b_desc", weight, [bn, bk]), ("c_desc", out, [bm, bn])):
         desc = g_by_name[name]
         assert desc.base is tensor and list(desc.shape) == list(tensor.shape)
         assert list(desc.strides) == list(tensor.stride()) and list(desc.block_shape) == block
     assert g_kw["STAGES"] == stages and g_kw["num_warps"] == warps
     tiles = -(-m // bm) * -(-n // bn)
-    assert grid == (min(132, tiles),)  # persistent: one program per SM (132 assumed off-GPU)
+    assert grid == (min(132 * per_sm, tiles),)  # persistent: per_sm programs per SM (132 SMs assumed off-GPU)
 
 
 @needs_gluon
@@ -131,11 +131,12 @@ def test_every_recorded_default_is_a_known_variant_with_its_evidence():
 
 def test_candidates_fit_the_documented_limits():
     assert 1 <= len(gluon_gemm.CANDIDATES) <= 4  # first-call tuning stays short
-    for bm, bn, bk, warps, stages in gluon_gemm.CANDIDATES:
+    for config in gluon_gemm.CANDIDATES:
+        bm, bn, bk, warps, stages, per_sm = config
         assert bm == 64 * (warps // 4)  # one warp group per 64 rows
-        assert bn <= 256 and bk % 32 == 0 and stages >= 2
-        smem = stages * (bm + bn) * bk + bm * bn
-        assert smem <= 227 * 1024, (bm, bn, bk, stages)
+        assert bn <= 256 and bk % 32 == 0 and stages >= 2 and per_sm in (1, 2)
+        assert per_sm * gluon_gemm.shared_bytes(config) <= 227 * 1024, config  # sm_90: 227 KiB per SM
+        assert per_sm * warps * 32 * 256 <= 65536, config  # registers: up to 256 per thread fit
 
 
 @triton_only

@@ -122,7 +122,7 @@ def _report_jobs(all_configs: bool, general: bool):
             epilogue = spec.constexprs["EPILOGUE"]
             tile = spec.label.split()[2]
             bm, bn = (int(v) for v in tile.split("x")[:2])
-            label = f"gluon_gemm {gluon_kinds[epilogue]} {tile} w{spec.num_warps} s{spec.constexprs['STAGES']}"
+            label = f"gluon_gemm {gluon_kinds[epilogue]} {tile} w{spec.num_warps} s{spec.constexprs['STAGES']} {spec.label.split()[-1]}"
             yield Job(label, spec.kernel, spec.signature(), dict(spec.constexprs),
                       [a for a in spec.arg_types if a.endswith("_ptr")] + ["M", "N", "K", "stride_rm"],
                       spec.num_warps, spec.num_stages, "gluon_gemm", bm * bn)

@@ -6,8 +6,8 @@ Plain Triton waits for every int32-accumulator ``wgmma`` before the next K step
 ``warpgroup_mma_wait(num_outstanding=1)`` keeps one wgmma group in flight while the next TMA load
 is issued. Per program:
 
-* a persistent loop over output tiles (grid = number of SMs, grouped ordering as the Triton
-  kernel's), flattened with the K steps into one stream of (tile, k) steps, so the TMA ring of
+* a persistent loop over output tiles (grid = number of SMs, or twice that for the candidate
+  small enough for two programs per SM; grouped ordering as the Triton kernel's), flattened with the K steps into one stream of (tile, k) steps, so the TMA ring of
   ``STAGES`` buffers runs on across tile boundaries (the next tile's first loads are in flight
   during this tile's epilogue);
 * per step: wait for the step's mbarrier, an asynchronous ``wgmma`` (s8 x s8 -> s32), wait until
@@ -35,13 +35,24 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
 
 EPILOGUE_PLAIN, EPILOGUE_GELU, EPILOGUE_RESIDUAL = 1, 2, 3  # as gemm.EPILOGUE_*
 
-#: Autotune candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, STAGES): one warp group per 64 rows.
-#: Each compiles for sm_90 without a spill under Triton 3.8 and 3.6 (128 x 256 x 64 spills).
+#: Autotune candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, STAGES, CTAs per SM): one warp group
+#: per 64 rows; each compiles for sm_90 without a spill under Triton 3.8 and 3.6 (128 x 256 x 64
+#: spills). The last runs two programs per SM (80 KiB of shared memory and <= 256 registers per
+#: thread of one warp group each), so one's epilogue overlaps the other's main loop: the
+#: co-residency form of the ping-pong that two consumer warp groups in one program would give.
 CANDIDATES = (
-    (128, 128, 128, 8, 4),
-    (64, 128, 128, 4, 5),
-    (128, 128, 64, 8, 6),
+    (128, 128, 128, 8, 4, 1),
+    (64, 128, 128, 4, 5, 1),
+    (128, 128, 64, 8, 6, 1),
+    (64, 128, 128, 4, 3, 2),
 )
+
+
+def shared_bytes(config) -> int:
+    """Shared memory a program of this candidate allocates: the ring, the output tile, barriers."""
+    bm, bn, bk, _, stages, _ = config
+    return stages * (bm + bn) * bk + bm * bn + 8 * stages
+
 
 if HAVE_GLUON:
     from fqvit_kernels import contract
@@ -209,7 +220,7 @@ from .spec import I8, I32, I64, CompileSpec  # noqa: E402
 
 _GROUP_M = 8
 _SMS: Dict[int, int] = {}
-_TUNED: Dict[Tuple, Tuple[int, int, int, int, int]] = {}
+_TUNED: Dict[Tuple, Tuple[int, int, int, int, int, int]] = {}
 
 
 def _tma_ready(t: torch.Tensor) -> bool:
@@ -251,9 +262,9 @@ def _descriptor(t: torch.Tensor, block):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), list(block), layout)
 
 
-def persistent_grid(m: int, n: int, block_m: int, block_n: int, sms: int) -> Tuple[int]:
-    """One program per SM, or per tile when there are fewer tiles."""
-    return (max(1, min(sms, triton.cdiv(m, block_m) * triton.cdiv(n, block_n))),)
+def persistent_grid(m: int, n: int, block_m: int, block_n: int, slots: int) -> Tuple[int]:
+    """One program per resident slot (SMs x programs per SM), or per tile when there are fewer."""
+    return (max(1, min(slots, triton.cdiv(m, block_m) * triton.cdiv(n, block_n))),)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -264,14 +275,15 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _run(config, a, b, out, args, epilogue):
-    bm, bn, bk, warps, stages = config
+    bm, bn, bk, warps, stages, per_sm = config
     a_desc, b_desc, c_desc = _descriptor(a, (bm, bk)), _descriptor(b, (bn, bk)), _descriptor(out, (bm, bn))
-    grid = persistent_grid(a.shape[0], b.shape[0], bm, bn, _sm_count(a.device) if a.device.type == "cuda" else 132)
+    sms = _sm_count(a.device) if a.device.type == "cuda" else 132
+    grid = persistent_grid(a.shape[0], b.shape[0], bm, bn, per_sm * sms)
     _gluon_gemm_kernel[grid](a_desc, b_desc, c_desc, *args, EPILOGUE=epilogue, STAGES=stages, GROUP_M=_GROUP_M,
                              num_warps=warps)
 
 
-def _choose(key, run) -> Tuple[int, int, int, int, int]:
+def _choose(key, run) -> Tuple[int, int, int, int, int, int]:
     """The candidate for this shape: the first with ``FQVIT_TRITON_SINGLE_CONFIG=1``, else the
     fastest of :data:`CANDIDATES` by median CUDA-event time over a few runs, timed once per key."""
     if key in _TUNED:
@@ -343,7 +355,7 @@ def compile_specs(all_configs: bool = False):
     if not HAVE_GLUON:
         return
     for epilogue in (EPILOGUE_PLAIN, EPILOGUE_GELU, EPILOGUE_RESIDUAL):
-        for bm, bn, bk, warps, stages in CANDIDATES if all_configs else CANDIDATES[:1]:
-            yield CompileSpec(f"gluon_gemm epilogue={epilogue} {bm}x{bn}x{bk} w{warps} s{stages}", _gluon_gemm_kernel,
+        for bm, bn, bk, warps, stages, per_sm in CANDIDATES if all_configs else CANDIDATES[:1]:
+            yield CompileSpec(f"gluon_gemm epilogue={epilogue} {bm}x{bn}x{bk} w{warps} s{stages} x{per_sm}", _gluon_gemm_kernel,
                               arg_types(bm, bn, bk), dict(EPILOGUE=epilogue, STAGES=stages, GROUP_M=_GROUP_M),
                               warps, 1)
