@@ -96,6 +96,7 @@ def test_layout_reason_accepts_dense_operands_and_names_what_tma_cannot_read():
     assert "multiple of 16" in gluon_gemm.layout_reason(x, torch.zeros(40, 768, dtype=torch.int8))
     residual = torch.zeros(2304, 197, dtype=torch.int8).t()
     assert "residual" in gluon_gemm.layout_reason(x, w, residual)
+    assert "K = 0" in gluon_gemm.layout_reason(x[:, :0], w[:, :0])
 
 
 def test_cpu_tensors_never_take_gluon():

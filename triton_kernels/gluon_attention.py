@@ -23,34 +23,18 @@ Gluon has no interpreter: on a CPU this is compiled for sm_90 (compile_check, st
 
 from __future__ import annotations
 
-try:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
+from ._gluon import HAVE_GLUON, gl, gluon
+
+if HAVE_GLUON:
     from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
-    HAVE_GLUON = True
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    HAVE_GLUON = False
+
+    from ._gluon import cta_barrier, float32_code
 
 #: Query rows per program (one warp group), keys per tile, and the largest sequence it takes.
 BLOCK_M, BLOCK_N, MAX_N = 64, 64, 1024
 NUM_WARPS = 4
 
 if HAVE_GLUON:
-    # Triton 3.8 calls the CTA-wide barrier gl.barrier, Triton 3.6 gl.thread_barrier.
-    _cta_barrier = getattr(gl, "barrier", None) or getattr(gl, "thread_barrier")
-
-    _RNE_MAGIC = gl.constexpr(12582912.0)      # as _intmath.float32_code
-    _RNE_MAGIC_BITS = gl.constexpr(0x4B400000)
-
-    @gluon.jit
-    def _float32_code(value, shift, zero_point):
-        """_intmath.float32_code (FQ-ViT's float32 rounding in float32 hardware), in Gluon."""
-        shift = gl.minimum(gl.maximum(shift, 1), 52).to(gl.int32)
-        scale = ((127 - shift) << 23).to(gl.float32, bitcast=True)
-        u = value.to(gl.float32) * scale + (zero_point + 128).to(gl.float32)
-        u = gl.minimum(gl.maximum(u, 0.0), 255.0)
-        return (u + _RNE_MAGIC).to(gl.int32, bitcast=True) - (_RNE_MAGIC_BITS + 128)
-
     @gluon.jit
     def _lis_code4_float32(exps, total_f32):
         """attention._lis_code4_float32: the 4-bit code (16: masked) from ``round(fl32(E) / e)``."""
@@ -128,13 +112,13 @@ if HAVE_GLUON:
             kt = gl.load(k_base + gl.expand_dims(keys.to(gl.int64) * stride_kn, 1) + gl.expand_dims(offs_d, 0),
                          mask=gl.expand_dims(keys < N, 1) & gl.expand_dims(d_ok, 0), other=0)
             k_sum = gl.convert_layout(gl.sum(kt.to(gl.int32), axis=1), s_cols)
-            _cta_barrier()  # the previous tile's wgmma has read k_smem (each warp waited for it)
+            cta_barrier()  # the previous tile's wgmma has read k_smem (each warp waited for it)
             k_smem.store(kt)
             fence_async_shared()
-            _cta_barrier()
+            cta_barrier()
             acc = warpgroup_mma(q_smem, k_smem.permute((1, 0)), gl.zeros((BM, BN), gl.int32, layout=s_layout))
             acc = acc + gl.expand_dims(q_corr, 1) - zero_point * gl.expand_dims(k_sum, 0)
-            s = _float32_code(acc.to(gl.int64) * score_mult, score_shift, score_zero_point)
+            s = float32_code(acc.to(gl.int64) * score_mult, score_shift, score_zero_point)
             s_smem.index(tile).store(s.to(gl.int8))
             key_ok = gl.expand_dims(tile * BN + gl.arange(0, BN, layout=s_cols) < N, 0)
             row_max = gl.maximum(row_max, gl.max(gl.where(key_ok, s, -129), axis=1))
@@ -157,19 +141,19 @@ if HAVE_GLUON:
             keys = tile * BN + gl.arange(0, BN, layout=ld_rows)
             v = gl.load(v_base + gl.expand_dims(keys.to(gl.int64) * stride_vn, 1) + gl.expand_dims(offs_d, 0),
                         mask=gl.expand_dims(keys < N, 1) & gl.expand_dims(d_ok, 0), other=0)
-            _cta_barrier()  # the previous tile's wgmmas have read hi/lo/vt
+            cta_barrier()  # the previous tile's wgmmas have read hi/lo/vt
             hi_smem.store((-(weight >> 8)).to(gl.int8))
             lo_smem.store((-(weight & 0xFF)).to(gl.int8))
             vt_smem.store(gl.permute(v, (1, 0)))
             fence_async_shared()
-            _cta_barrier()
+            cta_barrier()
             acc_hi = warpgroup_mma(hi_smem, vt_smem.permute((1, 0)), acc_hi, is_async=True)
             acc_lo = warpgroup_mma(lo_smem, vt_smem.permute((1, 0)), acc_lo, is_async=True)
             acc_hi, acc_lo = warpgroup_mma_wait(num_outstanding=0, deps=(acc_hi, acc_lo))
 
         weight_sum = gl.convert_layout(weight_sum, gl.SliceLayout(1, o_layout))
         context = -(acc_hi * 256 + acc_lo) - zero_point * gl.expand_dims(weight_sum, 1)
-        out = _float32_code(context.to(gl.int64) * out_mult, out_shift, out_zero_point).to(gl.int8)
+        out = float32_code(context.to(gl.int64) * out_mult, out_shift, out_zero_point).to(gl.int8)
         o_rows = pid_m * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, o_layout))
         o_cols = gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, o_layout))
         out_ptrs = out_ptr + b * stride_ob + h * stride_oh + gl.expand_dims(o_rows.to(gl.int64) * stride_on, 1) \

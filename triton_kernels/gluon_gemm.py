@@ -24,14 +24,13 @@ sm_90 offline (``compile_check``, the static report); its bits are checked on a 
 
 from __future__ import annotations
 
-try:  # Gluon is experimental: present in Triton 3.6 and 3.8 (the versions checked), maybe not in others
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
+from ._gluon import HAVE_GLUON, gl, gluon
+
+if HAVE_GLUON:
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
-    HAVE_GLUON = True
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    HAVE_GLUON = False
+
+    from ._gluon import cta_barrier, float32_code
 
 EPILOGUE_PLAIN, EPILOGUE_GELU, EPILOGUE_RESIDUAL = 1, 2, 3  # as gemm.EPILOGUE_*
 
@@ -61,8 +60,6 @@ if HAVE_GLUON:
     _E_RESIDUAL = gl.constexpr(EPILOGUE_RESIDUAL)
     _GELU_DIRECTION_SHIFT = gl.constexpr(contract.GELU_DIRECTION_SHIFT)
     _GELU_STEP_SHIFT = gl.constexpr(contract.GELU_STEP_SHIFT)
-    _RNE_MAGIC = gl.constexpr(12582912.0)      # 1.5 * 2**23, as _intmath.float32_code
-    _RNE_MAGIC_BITS = gl.constexpr(0x4B400000)
 
     @gluon.jit
     def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
@@ -90,14 +87,6 @@ if HAVE_GLUON:
         tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, k], bars.index(slot), a_bufs.index(slot))
         tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, k], bars.index(slot), b_bufs.index(slot))
 
-    @gluon.jit
-    def _float32_code(value, shift, zero_point):
-        """_intmath.float32_code (FQ-ViT's float32 rounding in float32 hardware), in Gluon."""
-        shift = gl.minimum(gl.maximum(shift, 1), 52).to(gl.int32)
-        scale = ((127 - shift) << 23).to(gl.float32, bitcast=True)
-        u = value.to(gl.float32) * scale + (zero_point + 128).to(gl.float32)
-        u = gl.minimum(gl.maximum(u, 0.0), 255.0)
-        return (u + _RNE_MAGIC).to(gl.int32, bitcast=True) - (_RNE_MAGIC_BITS + 128)
 
     @gluon.jit
     def _epilogue(acc, off_m, off_n, M, N, bias_ptr, mult_ptr, shift_ptr, table_ptr, res_ptr, branch_mult_ptr,
@@ -137,7 +126,7 @@ if HAVE_GLUON:
                 mixed = branch.to(gl.int64) * gl.expand_dims(branch_mult.to(gl.int64), 0) \
                     + residual.to(gl.int32).to(gl.int64) * gl.expand_dims(res_mult.to(gl.int64), 0) \
                     + gl.expand_dims(offset, 0)
-                branch = _float32_code(mixed, gl.expand_dims(res_shift, 0), final_zero_point)
+                branch = float32_code(mixed, gl.expand_dims(res_shift, 0), final_zero_point)
             out = branch.to(gl.int8)
         return out
 
@@ -153,6 +142,7 @@ if HAVE_GLUON:
         BLOCK_M: gl.constexpr = c_desc.block_type.shape[0]
         BLOCK_N: gl.constexpr = c_desc.block_type.shape[1]
         BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+        gl.static_assert(STAGES >= 2, "the ring refills the slot of the previous step: STAGES >= 2")
         # One warp group per 64 rows; Triton's s8 wgmma lowering takes N <= 128 per instruction.
         INSTR_N: gl.constexpr = 128 if BLOCK_N > 128 else BLOCK_N
         layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
@@ -186,6 +176,10 @@ if HAVE_GLUON:
             acc = warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), acc, is_async=True)
             # At most one group in flight: group step - 1 is done, so its slot may be refilled.
             acc, _a, _b = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_bufs.index(slot), b_bufs.index(slot)))
+            # Every warp group is past its wait before the refill is issued (by one thread). Triton's
+            # barrier pass inserts this too (checked in the 3.8 PTX); stated here so it does not
+            # depend on that pass.
+            cta_barrier()
             refill = step + STAGES - 1
             if refill < steps:
                 _issue_load(refill, a_desc, b_desc, a_bufs, b_bufs, bars, pid, nprog, k_tiles, num_pid_m,
@@ -197,9 +191,11 @@ if HAVE_GLUON:
                                 table_ptr, res_ptr, branch_mult_ptr, res_mult_ptr, res_shift_ptr, stride_rm,
                                 output_zero_point, table_length, cell_bits, residual_zero_point,
                                 final_zero_point, EPILOGUE, layout)
-                tma.store_wait(pendings=0)  # the previous tile's store has left c_smem
+                tma.store_wait(pendings=0)  # the previous tile's store has left c_smem ...
+                cta_barrier()  # ... and every thread knows it before writing c_smem again
                 c_smem.store(out)
                 fence_async_shared()
+                cta_barrier()  # every thread's part of the tile is in c_smem before one thread stores it
                 tma.async_copy_shared_to_global(c_desc, [pid_m * BLOCK_M, pid_n * BLOCK_N], c_smem)
                 acc = gl.zeros((BLOCK_M, BLOCK_N), dtype=gl.int32, layout=layout)
         tma.store_wait(pendings=0)
@@ -246,6 +242,8 @@ def layout_reason(x: torch.Tensor, weight: torch.Tensor, residual: Optional[torc
     """What TMA cannot address in these operands (``None``: all fine): it needs unit column
     strides and 16-byte aligned bases and row strides, of ``x [M, K]``, ``weight [N, K]`` and the
     dense output ``[M, N]`` (so K and N multiples of 16); the residual is read with plain loads."""
+    if x.shape[1] == 0:
+        return "K = 0 (TMA descriptors need non-empty dimensions)"
     if not (_tma_ready(x) and _tma_ready(weight)):
         return "x or weight not TMA-ready (unit last stride, 16-byte aligned base and row stride)"
     if weight.shape[0] % 16:
