@@ -514,6 +514,26 @@ def test_gpu_linears_ragged_tiles(m, n, k, epilogue, backend, gen):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("epilogue", ["plain", "gelu", "residual"])
+def test_gpu_gluon_every_candidate(epilogue, gen):
+    """Each Gluon tile candidate (the ``gluon`` backend runs the first) on a shape ragged in M, N
+    and K tiles, with several tiles per persistent program (M x N tiles > SMs)."""
+    from triton_kernels import gluon_gemm
+
+    case = testing.linear_case(3001, 1040, 784, gen, epilogue)
+    args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in case.args]
+    reason = gluon_gemm.unsupported_reason(args[0], args[1])
+    if reason is not None:
+        pytest.skip(f"gluon: {reason}")
+    expected = ref.int8_linear(*case.args)
+    code = {"plain": gemm.EPILOGUE_PLAIN, "gelu": gemm.EPILOGUE_GELU, "residual": gemm.EPILOGUE_RESIDUAL}[epilogue]
+    for config in gluon_gemm.CANDIDATES:
+        out = torch.empty((3001, 1040), dtype=torch.int8, device="cuda")
+        gluon_gemm.launch(args[0], args[1], out, code, *args[2:], config=config)
+        testing.assert_equal(out.cpu(), expected, f"gluon candidate {config}")
+
+
+@pytest.mark.gpu
 @triton_kernels_only
 @pytest.mark.parametrize("m,n,k", [(12608, 2304, 768), (1000, 1000, 1000)])
 def test_gpu_int8_matmul(m, n, k, backend, gen):
