@@ -7,9 +7,9 @@ Plain Triton waits for every int32-accumulator ``wgmma`` before the next K step
 is issued. Per program:
 
 * a persistent loop over output tiles (grid = number of SMs, or twice that for the candidate
-  small enough for two programs per SM; grouped ordering as the Triton kernel's), flattened with the K steps into one stream of (tile, k) steps, so the TMA ring of
-  ``STAGES`` buffers runs on across tile boundaries (the next tile's first loads are in flight
-  during this tile's epilogue);
+  small enough for two programs per SM; grouped ordering as the Triton kernel's), flattened with
+  the K steps into one stream of (tile, k) steps, so the TMA ring of ``STAGES`` buffers runs on
+  across tile boundaries (the next tile's first loads are in flight during this tile's epilogue);
 * per step: wait for the step's mbarrier, an asynchronous ``wgmma`` (s8 x s8 -> s32), wait until
   at most one group is outstanding, then refill the buffer the previous group has released;
 * after a tile's last step, the int32 epilogue of the Triton fast path (the same arithmetic:
@@ -17,8 +17,8 @@ is issued. Per program:
 
 TMA handles the ragged edges: loads past ``M``, ``N`` or ``K`` read zeros, stores past ``M`` and
 ``N`` are dropped. It needs 16-byte aligned bases and row strides and unit column strides; the
-launcher (:mod:`.gemm_variants`) checks those and the fast path's preconditions on the host, and
-uses the Triton kernel otherwise. Gluon has no interpreter: on a CPU this module is compiled for
+launcher (``gemm.int8_linear``, with :func:`unsupported_reason` and :mod:`.variants`) checks those
+and the fast path's precondition on the host, and uses the Triton kernel otherwise. Gluon has no interpreter: on a CPU this module is compiled for
 sm_90 offline (``compile_check``, the static report); its bits are checked on a GPU.
 """
 
@@ -282,10 +282,13 @@ def _run(config, a, b, out, args, epilogue):
 
 
 def _choose(key, run) -> Tuple[int, int, int, int, int, int]:
-    """The candidate for this shape: the first with ``FQVIT_TRITON_SINGLE_CONFIG=1``, else the
-    fastest of :data:`CANDIDATES` by median CUDA-event time over a few runs, timed once per key."""
+    """The candidate for this shape: the first with ``FQVIT_TRITON_SINGLE_CONFIG=1`` or under CUDA
+    graph capture, else the fastest of :data:`CANDIDATES` by median CUDA-event time over five runs,
+    timed once per key."""
     if key in _TUNED:
         return _TUNED[key]
+    if torch.cuda.is_current_stream_capturing():
+        return CANDIDATES[0]  # no timing inside a CUDA graph capture (and nothing remembered)
     if os.environ.get("FQVIT_TRITON_SINGLE_CONFIG", "0") not in ("", "0"):
         _TUNED[key] = CANDIDATES[0]
         return CANDIDATES[0]

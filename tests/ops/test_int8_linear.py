@@ -505,8 +505,8 @@ def test_gpu_vit_linears(m, n, k, epilogue, backend, gen):
 @pytest.mark.gpu
 @pytest.mark.backends("triton", "gluon")
 @pytest.mark.parametrize("epilogue", ["plain", "gelu", "steps", "residual"])
-@pytest.mark.parametrize("m", [1, 7, 197, 577, 1025])
-@pytest.mark.parametrize("n,k", [(48, 48), (784, 3088), (2304, 768)])
+@pytest.mark.parametrize("m", [1, 7, 577, 1025])
+@pytest.mark.parametrize("n,k", [(48, 48), (784, 3088)])
 def test_gpu_linears_ragged_tiles(m, n, k, epilogue, backend, gen):
     """Row counts, N and K that are not multiples of any tile (N and K multiples of 16, so the
     Gluon kernel takes them: TMA's row strides), and a single row: partial tiles, K tails."""
