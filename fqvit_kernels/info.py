@@ -59,6 +59,8 @@ def report() -> List[str]:
 
 def _gluon_status(cuda: bool) -> str:
     """Which int8_linear kernel a CUDA call gets here (triton_kernels/variants.py)."""
+    import torch
+
     try:
         from triton_kernels import gluon_gemm, variants
     except ImportError:

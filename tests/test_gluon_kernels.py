@@ -174,3 +174,14 @@ def test_gluon_attention_shape_limits():
     assert "head dim 80" in gluon_attention.shape_reason(197, 80)
     q = torch.zeros(1, 1, 7, 64, dtype=torch.int8)
     assert gluon_attention.unsupported_reason(q) is not None  # a CPU tensor
+
+
+@needs_gluon
+def test_info_names_the_variant_in_use():
+    from fqvit_kernels import info
+
+    assert "sm_90" in info._gluon_status(cuda=False)
+    with variants.force("gluon"):  # the GPU branch, without asking a GPU for its capability
+        assert info._gluon_status(cuda=True).startswith("gluon")
+    with variants.force("triton"):
+        assert info._gluon_status(cuda=True).startswith("triton")
