@@ -61,3 +61,16 @@ def configs(gpu_configs, interpreter_config):
     if os.environ.get("FQVIT_TRITON_SINGLE_CONFIG", "0") not in ("", "0"):
         return [gpu_configs[0]]
     return list(gpu_configs)
+
+
+def epilogue_operands(out, bias, multiplier, shift, gelu_table, residual, branch_multiplier,
+                      residual_multiplier, residual_shift):
+    """The GEMM epilogue's tensor operands as both GEMM kernels (Triton and Gluon) take them, in
+    their argument order: the per-channel vectors and the GELU table made dense (the kernels index
+    them as ``ptr + i``), and ``out`` in place of each operand the epilogue does not read (a valid
+    pointer that is never dereferenced)."""
+    dense = [t.contiguous() if t is not None else out
+             for t in (bias, multiplier, shift, gelu_table)]
+    rest = [t.contiguous() if t is not None else out
+            for t in (branch_multiplier, residual_multiplier, residual_shift)]
+    return (*dense, residual if residual is not None else out, *rest)

@@ -30,7 +30,7 @@ from ._intmath import float32_code, float32_code_emulated, gather_i32, round_shi
 from fqvit_kernels import checks, contract
 
 from . import gluon_gemm, variants
-from ._common import configs, device_guard, fast_paths_allowed, interpreting
+from ._common import configs, device_guard, epilogue_operands, fast_paths_allowed, interpreting
 from .spec import I8, I32, I64, CompileSpec
 
 EPILOGUE_INT32 = 0
@@ -233,20 +233,12 @@ def _launch(a, b, out, epilogue, bias=None, multiplier=None, shift=None, output_
     n = b.shape[0]
     if m == 0:
         return out
-    # The kernel indexes per-channel vectors and the table as ptr + i: make strided views dense.
-    bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift = (
-        t.contiguous() if t is not None else None
-        for t in (bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift))
-    fill = out  # placeholder pointer for operands an epilogue does not read
-    res = residual if residual is not None else out
+    operands = epilogue_operands(out, bias, multiplier, shift, gelu_table, residual, branch_multiplier,
+                                 residual_multiplier, residual_shift)
+    res = operands[4]
     with device_guard(a):
         _gemm_tuned[lambda meta: _grid(meta, m, n)](
-            a, b, out,
-            bias if bias is not None else fill, multiplier if multiplier is not None else fill,
-            shift if shift is not None else fill, gelu_table if gelu_table is not None else fill,
-            res, branch_multiplier if branch_multiplier is not None else fill,
-            residual_multiplier if residual_multiplier is not None else fill,
-            residual_shift if residual_shift is not None else fill,
+            a, b, out, *operands,
             m, n, k,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
             res.stride(0), res.stride(1),

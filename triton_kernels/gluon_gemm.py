@@ -211,7 +211,7 @@ from typing import Dict, Optional, Tuple  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from ._common import device_guard, interpreting  # noqa: E402
+from ._common import device_guard, epilogue_operands, interpreting  # noqa: E402
 from .spec import I8, I32, I64, CompileSpec  # noqa: E402
 
 _GROUP_M = 8
@@ -317,15 +317,10 @@ def launch(x, weight, out, epilogue, bias, multiplier, shift, output_zero_point,
     n = weight.shape[0]
     if m == 0:
         return out
-    bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift = (
-        t.contiguous() if t is not None else None
-        for t in (bias, multiplier, shift, gelu_table, branch_multiplier, residual_multiplier, residual_shift))
-    fill = out  # placeholder pointer for operands an epilogue does not read
-    res = residual if residual is not None else out
-    args = (bias, multiplier, shift, gelu_table if gelu_table is not None else fill, res,
-            branch_multiplier if branch_multiplier is not None else fill,
-            residual_multiplier if residual_multiplier is not None else fill,
-            residual_shift if residual_shift is not None else fill,
+    operands = epilogue_operands(out, bias, multiplier, shift, gelu_table, residual, branch_multiplier,
+                                 residual_multiplier, residual_shift)
+    res = operands[4]
+    args = (*operands,
             m, n, k, res.stride(0),
             int(output_zero_point), gelu_table.numel() if gelu_table is not None else 1, int(gelu_cell_bits),
             int(residual_zero_point), int(final_zero_point))
