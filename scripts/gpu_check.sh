@@ -141,6 +141,21 @@ def both(fn):
     return t_fast, t_general
 
 
+def versus_gluon(label, run, t_triton, t_float, float_name, reason):
+    """The same call with the Gluon kernel selected: bits compared with the Triton kernel's, then
+    timed; prints the ratios and the winner (the faster of the two, if bit-identical)."""
+    if reason is not None:
+        print(f"  gluon not run for {label}: {reason}")
+        return
+    expected = run()
+    with variants.force("gluon"):
+        same = torch.equal(run(), expected)
+        t_gluon = bench(run)
+    winner = "gluon" if same and t_gluon < t_triton else "triton"
+    print(f"  gluon {t_gluon:.4f} ms ({t_triton / t_gluon:.2f}x triton, {t_float / t_gluon:.2f}x {float_name}), "
+          f"bit-identical to triton: {same}; winner {label}: {winner}")
+
+
 gen = torch.Generator().manual_seed(0)
 print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
 for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "residual"),
@@ -155,31 +170,16 @@ for name, (n, k, epi) in {"qkv": (2304, 768, "plain"), "proj": (768, 768, "resid
     print(f"linear {name:5s} M=12608 N={n} K={k} {epi:8s}: int8_linear fast {t_fast:.4f} ms ({tops:.0f} TOP/s), "
           f"general {t_general:.4f} ({t_general / t_fast:.2f}x), bf16 {t_bf16:.4f} ({t_bf16 / t_fast:.2f}x), "
           f"_int_mm {t_intmm:.4f} ({t_intmm / t_fast:.2f}x)")
-    reason = gluon_gemm.unsupported_reason(x, w, case.args[8] if len(case.args) > 8 else None)
-    if reason is None:
-        expected = gemm.int8_linear(*case.args)
-        with variants.force("gluon"):
-            same = torch.equal(gemm.int8_linear(*case.args), expected)
-            t_gluon = bench(lambda: gemm.int8_linear(*case.args))
-        winner = "gluon" if same and t_gluon < t_fast else "triton"
-        print(f"  gluon {t_gluon:.4f} ms ({2 * 12608 * n * k / t_gluon / 1e9:.0f} TOP/s, {t_fast / t_gluon:.2f}x triton, "
-              f"{t_bf16 / t_gluon:.2f}x bf16), bit-identical to triton: {same}; winner {name}: {winner}")
-    else:
-        print(f"  gluon not run: {reason}")
+    versus_gluon(f"int8_linear {name}", lambda: gemm.int8_linear(*case.args), t_fast, t_bf16, "bf16",
+                 gluon_gemm.unsupported_reason(x, w, case.args[8] if len(case.args) > 8 else None))
 for n_tok in (197, 577):
     case = testing.attention_case(64, 12, n_tok, 64, gen).to("cuda")
     qb = torch.randn(64, 12, n_tok, 64, device="cuda", dtype=torch.bfloat16)
     t_ours = bench(lambda: attention.int_attention(*case.args))
     t_sdpa = bench(lambda: F.scaled_dot_product_attention(qb, qb, qb))
     print(f"int_attention B=64 H=12 N={n_tok} D=64: {t_ours:.4f} ms, SDPA bf16 {t_sdpa:.4f} ms ({t_sdpa / t_ours:.2f}x)")
-    if gluon_attention.unsupported_reason(case.args[0]) is None:
-        expected = attention.int_attention(*case.args)
-        with variants.force("gluon"):
-            same = torch.equal(attention.int_attention(*case.args), expected)
-            t_gluon = bench(lambda: attention.int_attention(*case.args))
-        winner = "gluon" if same and t_gluon < t_ours else "triton"
-        print(f"  gluon one-pass {t_gluon:.4f} ms ({t_ours / t_gluon:.2f}x triton, {t_sdpa / t_gluon:.2f}x SDPA bf16), "
-              f"bit-identical to triton: {same}; winner int_attention N={n_tok}: {winner}")
+    versus_gluon(f"int_attention N={n_tok}", lambda: attention.int_attention(*case.args), t_ours, t_sdpa,
+                 "SDPA bf16", gluon_attention.unsupported_reason(case.args[0]))
     uniform = testing.attention_uniform_case(64, 12, n_tok, 64, gen).to("cuda")
     t_uni = bench(lambda: attention_uniform.int_attention_uniform(*uniform.args))
     print(f"int_attention_uniform (8/8/8) B=64 H=12 N={n_tok} D=64: {t_uni:.4f} ms ({t_sdpa / t_uni:.2f}x SDPA bf16)")
