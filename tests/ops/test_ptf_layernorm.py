@@ -675,7 +675,10 @@ def test_ptf_layernorm_dyadic_equals_fqvit_formula(m, c, gen):
     """The integer op computes FQ-ViT's approximation itself: equal to its float64 evaluation except
     where the exact value sits on a floor or rounding boundary. With C = 2 the standard deviation is
     rational and B hits exact ties, which the fixed point (floors of A and the mean) rounds down:
-    measured 0.1 % of the outputs at C = 2, none at C = 3..8, ~1e-6 at C >= 64."""
+    measured 0.1 % of the outputs at C = 2, none at C = 3..8, ~3e-6 at C >= 64 (400 seeds: at most 1
+    of the 5,397 outputs at 7 x 771, 4 of 151,887 at 197 x 771). So the bound is a count: a rate of
+    1e-4 (30x the measured one), and at least 2 outputs, since one boundary output in a small case
+    is expected now and then (a 0.9999 fraction failed 2 % of the seeds at 7 x 771)."""
     case = testing.layernorm_dyadic_case(m, c, gen, wide_channels=max(1, c // 100))
     out = case.run()
     x_q, zp, _, _, _, _, out_zp = case.args
@@ -685,7 +688,8 @@ def test_ptf_layernorm_dyadic_equals_fqvit_formula(m, c, gen):
     expected = _constant_rows_give_beta(expected, x_q, zp, case.args[2], f["beta"], f["out_scale"], out_zp)
     diff = (out.to(torch.float64) - expected).abs()
     assert diff.max() <= 1
-    assert (diff == 0).double().mean() >= (0.99 if c == 2 else 0.9999)
+    mismatches = int((diff != 0).sum())
+    assert mismatches <= (0.01 if c == 2 else 1e-4) * diff.numel() or (c != 2 and mismatches <= 2), mismatches
 
 
 def test_ptf_layernorm_dyadic_many_rows(gen):
