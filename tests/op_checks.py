@@ -178,6 +178,24 @@ def check_accepted(limit: Limit, backend, gen) -> None:
         testing.assert_equal(backend.run(limit.op, *args), expected, f"{limit.name}={value} on {backend.name}")
 
 
+def limit_tests(limits: List[Limit]):
+    """The two tests every op file runs over its ``LIMITS`` table, as module-level functions for it
+    to bind (``test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact
+    = limit_tests(LIMITS)``): the first value past each limit refused (dispatched op), the last one
+    inside accepted and exact on every backend."""
+    ids = limit_ids(limits)
+
+    @pytest.mark.parametrize("limit", limits, ids=ids)
+    def test_first_value_past_each_limit_is_refused(limit, gen):
+        check_refused(limit, gen)
+
+    @pytest.mark.parametrize("limit", limits, ids=ids)
+    def test_last_value_inside_each_limit_is_accepted_and_exact(limit, backend, gen):
+        check_accepted(limit, backend, gen)
+
+    return test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact
+
+
 # -- bad inputs: each op file lists its own --------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import int_oracle as oracle
 from fqvit_kernels import ops, params, reference as ref, testing
 from op_backends import triton_only
-from op_checks import (INT32_MAX, Limit, agree, check, check_accepted, check_bad_inputs, check_on_device, check_oracle,
-                       check_refused, exp_rows, huge_table, int8, ints, limit_ids, lis_tables, replace, table_from)
+from op_checks import (INT32_MAX, agree, check, check_bad_inputs, check_on_device, check_oracle, exp_rows,
+                       huge_table, int8, ints, Limit, limit_tests, lis_tables, replace, table_from)
 
 try:  # the Triton-only tests below; the others run without Triton
     from triton_kernels import attention
@@ -120,14 +120,8 @@ LIMITS = [
 ]
 
 
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_first_value_past_each_limit_is_refused(limit, gen):
-    check_refused(limit, gen)
-
-
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_last_value_inside_each_limit_is_accepted_and_exact(limit, backend, gen):
-    check_accepted(limit, backend, gen)
+test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact = \
+    limit_tests(LIMITS)
 
 
 def _round_shift(v: int, s: int) -> int:

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fqvit_kernels import ops, params, reference as ref, testing
-from op_checks import INT32_MAX, Limit, agree, check_accepted, check_on_device, check_refused, limit_ids
+from op_checks import INT32_MAX, agree, check_on_device, Limit, limit_tests
 
 
 def _check(backend, case):
@@ -127,14 +127,8 @@ LIMITS = [
 ]
 
 
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_first_value_past_each_limit_is_refused(limit, gen):
-    check_refused(limit, gen)
-
-
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_last_value_inside_each_limit_is_accepted_and_exact(limit, backend, gen):
-    check_accepted(limit, backend, gen)
+test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact = \
+    limit_tests(LIMITS)
 
 
 # ==================================================================================================

@@ -12,8 +12,8 @@ import torch
 
 import int_oracle as oracle
 from fqvit_kernels import reference as ref, testing
-from op_checks import (Limit, agree, check, check_accepted, check_bad_inputs, check_on_device, check_oracle,
-                       check_refused, int8, ints, limit_ids, lis_codes)
+from op_checks import (agree, check, check_bad_inputs, check_on_device, check_oracle, int8, ints, Limit, limit_tests,
+                       lis_codes)
 
 
 # ==================================================================================================
@@ -45,14 +45,8 @@ LIMITS = [
 ]
 
 
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_first_value_past_each_limit_is_refused(limit, gen):
-    check_refused(limit, gen)
-
-
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_last_value_inside_each_limit_is_accepted_and_exact(limit, backend, gen):
-    check_accepted(limit, backend, gen)
+test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact = \
+    limit_tests(LIMITS)
 
 
 def test_log_attn_v_weight_sum_limit(backend):

@@ -12,7 +12,7 @@ import torch
 
 import int_oracle as oracle
 from fqvit_kernels import testing
-from op_checks import Limit, check, check_accepted, check_bad_inputs, check_oracle, check_refused, int8, limit_ids, replace
+from op_checks import check, check_bad_inputs, check_oracle, int8, Limit, limit_tests, replace
 
 
 # ==================================================================================================
@@ -47,14 +47,8 @@ LIMITS = [
 ]
 
 
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_first_value_past_each_limit_is_refused(limit, gen):
-    check_refused(limit, gen)
-
-
-@pytest.mark.parametrize("limit", LIMITS, ids=limit_ids(LIMITS))
-def test_last_value_inside_each_limit_is_accepted_and_exact(limit, backend, gen):
-    check_accepted(limit, backend, gen)
+test_first_value_past_each_limit_is_refused, test_last_value_inside_each_limit_is_accepted_and_exact = \
+    limit_tests(LIMITS)
 
 
 # ==================================================================================================
